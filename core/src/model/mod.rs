@@ -1,6 +1,14 @@
 //! BERT-family encoders whose every Linear is an adapted linear, and their loaders.
+pub mod bert;
+pub mod build;
 pub mod config;
+pub mod hf;
+pub mod layers;
+pub mod linear;
 pub mod tokenizer;
 
+pub use bert::{EncoderOutput, SeqClassifier};
 pub use config::BertConfig;
+pub use hf::{load_hf, HfTokenizer};
+pub use linear::AdaptedLinear;
 pub use tokenizer::Tokenize;

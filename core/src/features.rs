@@ -1,0 +1,102 @@
+//! PSG input features: mean and standard deviation of every adapted linear layer's input over
+//! the client's local data, merged exactly in f64 across batches.
+//!
+//! As in the authors' code the statistics run over ALL scalar elements of the input (batch ×
+//! tokens × features), padding positions included, with the LoRA branch off; the vector is
+//! interleaved (mean_0, sd_0, mean_1, sd_1, …) with sd = sqrt(var_unbiased + 1e-5).
+use candle_core::{DType, Tensor};
+
+use crate::Result;
+
+/// Running (count, mean, M2) per layer; Chan's pairwise merge is exact for unbiased variance.
+#[derive(Debug, Clone)]
+pub struct FeatureStats {
+    count: Vec<f64>,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+/// The variance floor added before the square root (authors' 1e-5).
+pub const SD_EPS: f64 = 1e-5;
+
+impl FeatureStats {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            count: vec![0.0; num_layers],
+            mean: vec![0.0; num_layers],
+            m2: vec![0.0; num_layers],
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.count.len()
+    }
+
+    /// Merges every element of `x` into layer `index`'s statistics.
+    pub fn record(&mut self, index: usize, x: &Tensor) -> Result<()> {
+        let x = x.detach().to_dtype(DType::F64)?.flatten_all()?;
+        let m = x.dim(0)? as f64;
+        if m == 0.0 {
+            return Ok(());
+        }
+        let mean_y = x.mean_all()?.to_scalar::<f64>()?;
+        let m2_y = x.affine(1.0, -mean_y)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        let (n, mean_x) = (self.count[index], self.mean[index]);
+        let tot = n + m;
+        let delta = mean_y - mean_x;
+        self.mean[index] = mean_x + delta * m / tot;
+        self.m2[index] += m2_y + delta * delta * n * m / tot;
+        self.count[index] = tot;
+        Ok(())
+    }
+
+    /// Mean and unbiased variance of layer `index`.
+    pub fn mean_var(&self, index: usize) -> (f64, f64) {
+        let n = self.count[index];
+        let var = if n > 1.0 { self.m2[index] / (n - 1.0) } else { 0.0 };
+        (self.mean[index], var)
+    }
+
+    /// The PSG input: interleaved (mean, sqrt(var + 1e-5)) per layer, in module order.
+    pub fn to_vector(&self) -> Vec<f32> {
+        (0..self.num_layers())
+            .flat_map(|i| {
+                let (m, v) = self.mean_var(i);
+                [m as f32, (v + SD_EPS).sqrt() as f32]
+            })
+            .collect()
+    }
+
+    /// True once every layer has seen at least one element.
+    pub fn complete(&self) -> bool {
+        self.count.iter().all(|&c| c > 0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn streaming_merge_equals_two_pass_statistics() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let data: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32).sin() * 3.0 + 1.5).collect();
+        let mut s = FeatureStats::new(1);
+        // Uneven batches, as the last batch of a client usually is.
+        for chunk in data.chunks(7).collect::<Vec<_>>().chunks(13) {
+            let flat: Vec<f32> = chunk.iter().flat_map(|c| c.iter().copied()).collect();
+            let n = flat.len();
+            s.record(0, &Tensor::from_vec(flat, n, &dev)?)?;
+        }
+        let n = data.len() as f64;
+        let mean = data.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = data.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let (m, v) = s.mean_var(0);
+        assert!((m - mean).abs() < 1e-12, "{m} vs {mean}");
+        assert!((v - var).abs() < 1e-10, "{v} vs {var}");
+        let f = s.to_vector();
+        assert!((f[1] as f64 - (var + SD_EPS).sqrt()).abs() < 1e-6);
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! A BERT-family (BERT, XLM-R) post-LN encoder with a sequence-classification head
+//! (pooler + classifier, as `BertForSequenceClassification`), every Linear adapted.
+use candle_core::{Tensor, D};
+
+use super::layers::{attention_bias, softmax_last, Embeddings, LayerNorm};
+use super::linear::AdaptedLinear;
+use super::BertConfig;
+use crate::features::FeatureStats;
+use crate::Result;
+
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    pub query: AdaptedLinear,
+    pub key: AdaptedLinear,
+    pub value: AdaptedLinear,
+    pub attn_out: AdaptedLinear,
+    pub attn_norm: LayerNorm,
+    pub intermediate: AdaptedLinear,
+    pub output: AdaptedLinear,
+    pub out_norm: LayerNorm,
+    pub num_heads: usize,
+}
+
+impl EncoderLayer {
+    /// x: (batch, seq, hidden); bias: (batch, 1, 1, seq)
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        mut stats: Option<&mut FeatureStats>,
+    ) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let hd = h / self.num_heads;
+        let heads = |y: Tensor| -> Result<Tensor> {
+            Ok(y.reshape((b, t, self.num_heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?) // (batch, heads, seq, head_dim)
+        };
+        let q = heads(self.query.forward(x, stats.as_deref_mut())?)?;
+        let k = heads(self.key.forward(x, stats.as_deref_mut())?)?;
+        let v = heads(self.value.forward(x, stats.as_deref_mut())?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let probs = softmax_last(&scores.broadcast_add(bias)?)?; // (batch, heads, seq, seq)
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+        let a = self.attn_out.forward(&ctx, stats.as_deref_mut())?;
+        let x = self.attn_norm.forward(&(a + x)?)?;
+        let i = self.intermediate.forward(&x, stats.as_deref_mut())?.gelu_erf()?;
+        let o = self.output.forward(&i, stats.as_deref_mut())?;
+        self.out_norm.forward(&(o + x)?)
+    }
+}
+
+/// Encoder + pooler + classifier.
+#[derive(Debug, Clone)]
+pub struct SeqClassifier {
+    pub config: BertConfig,
+    pub embeddings: Embeddings,
+    pub layers: Vec<EncoderLayer>,
+    pub pooler: AdaptedLinear,
+    pub classifier: AdaptedLinear,
+}
+
+/// Outputs of one forward pass.
+pub struct EncoderOutput {
+    /// (batch, seq, hidden)
+    pub last_hidden: Tensor,
+    /// (batch, hidden): tanh(dense(first token))
+    pub pooled: Tensor,
+    /// (batch, num_labels)
+    pub logits: Tensor,
+}
+
+impl SeqClassifier {
+    pub fn device(&self) -> &candle_core::Device {
+        self.embeddings.word.device()
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.classifier.out_features()
+    }
+
+    /// ids, mask: (batch, seq) u32. Records PSG feature statistics when `stats` is given.
+    pub fn forward_all(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        mut stats: Option<&mut FeatureStats>,
+    ) -> Result<EncoderOutput> {
+        let bias = attention_bias(mask)?;
+        let mut x = self.embeddings.forward(ids)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &bias, stats.as_deref_mut())?;
+        }
+        let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (batch, hidden)
+        let pooled = self.pooler.forward(&first, stats.as_deref_mut())?.tanh()?;
+        let logits = self.classifier.forward(&pooled, stats.as_deref_mut())?;
+        Ok(EncoderOutput {
+            last_hidden: x,
+            pooled,
+            logits,
+        })
+    }
+
+    /// Logits (batch, num_labels).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_all(ids, mask, None)?.logits)
+    }
+
+    /// Predicted class per row.
+    pub fn predict(&self, ids: &Tensor, mask: &Tensor) -> Result<Vec<u32>> {
+        Ok(self.forward(ids, mask)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
+    }
+
+    /// Every adapted linear in module order (the order of PSG features and λ chunks).
+    pub fn linears(&self) -> Vec<&AdaptedLinear> {
+        let mut v = Vec::with_capacity(self.layers.len() * 6 + 2);
+        for l in &self.layers {
+            v.extend([
+                &l.query,
+                &l.key,
+                &l.value,
+                &l.attn_out,
+                &l.intermediate,
+                &l.output,
+            ]);
+        }
+        v.push(&self.pooler);
+        v.push(&self.classifier);
+        v
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut AdaptedLinear> {
+        let mut v = Vec::with_capacity(self.layers.len() * 6 + 2);
+        for l in &mut self.layers {
+            v.extend([
+                &mut l.query,
+                &mut l.key,
+                &mut l.value,
+                &mut l.attn_out,
+                &mut l.intermediate,
+                &mut l.output,
+            ]);
+        }
+        v.push(&mut self.pooler);
+        v.push(&mut self.classifier);
+        v
+    }
+
+    /// L: the number of adapted linear layers, counted as the authors count peft LoRA modules.
+    pub fn num_adapted(&self) -> usize {
+        self.layers.len() * 6 + 2
+    }
+
+    /// Merges every adapter into its base weight.
+    pub fn merge_adapters(&mut self) -> Result<()> {
+        for l in self.linears_mut() {
+            l.merge()?;
+        }
+        Ok(())
+    }
+
+    /// Removes every adapter (the base model again).
+    pub fn clear_adapters(&mut self) {
+        for l in self.linears_mut() {
+            l.adapter = None;
+        }
+    }
+
+    /// Parameter counts: (frozen base, adapter).
+    pub fn parameter_counts(&self) -> (usize, usize) {
+        let e = &self.embeddings;
+        let mut base = e.word.elem_count()
+            + e.position.elem_count()
+            + e.token_type.elem_count()
+            + 2 * e.norm.weight.elem_count();
+        let mut adapter = 0;
+        for l in &self.layers {
+            base += 2 * (l.attn_norm.weight.elem_count() + l.out_norm.weight.elem_count());
+        }
+        for lin in self.linears() {
+            base += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
+            if let Some(a) = &lin.adapter {
+                adapter += a.a.elem_count() + a.b.elem_count() + a.rank();
+            }
+        }
+        (base, adapter)
+    }
+}

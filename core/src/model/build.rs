@@ -1,0 +1,164 @@
+//! Assembles a `SeqClassifier` from named tensors (Hugging Face names), checking every shape
+//! against the config; a missing pooler or classifier is initialised as HF does (N(0, 0.02)).
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::bert::{EncoderLayer, SeqClassifier};
+use super::layers::{Embeddings, LayerNorm};
+use super::linear::AdaptedLinear;
+use super::BertConfig;
+use crate::{Error, Result};
+
+/// Prefixes under which HF checkpoints nest the encoder (`BertForSequenceClassification` etc.).
+const PREFIXES: [&str; 4] = ["", "bert.", "roberta.", "model."];
+
+struct Weights<'a> {
+    map: &'a HashMap<String, Tensor>,
+    prefix: &'static str,
+}
+
+impl Weights<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let full = format!("{}{name}", self.prefix);
+        let t = self
+            .map
+            .get(&full)
+            .or_else(|| self.map.get(name))
+            .ok_or_else(|| Error::Mismatch(format!("weight `{full}` is missing")))?;
+        if t.dims() != shape {
+            return Err(Error::Mismatch(format!(
+                "weight `{full}` has shape {:?}, the config implies {shape:?}",
+                t.dims()
+            )));
+        }
+        Ok(t.to_dtype(DType::F32)?)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.map.contains_key(&format!("{}{name}", self.prefix)) || self.map.contains_key(name)
+    }
+}
+
+fn normal_init(shape: (usize, usize), rng: &mut ChaCha8Rng, dev: &Device) -> Result<Tensor> {
+    let dist = Normal::new(0.0f32, 0.02).map_err(|e| Error::Config(e.to_string()))?;
+    let v: Vec<f32> = (0..shape.0 * shape.1).map(|_| dist.sample(rng)).collect();
+    Ok(Tensor::from_vec(v, shape, dev)?)
+}
+
+/// Builds the classifier. `num_labels` overrides the config; `seed` drives the init of a head
+/// the checkpoint lacks.
+pub fn build_classifier(
+    config: &BertConfig,
+    map: &HashMap<String, Tensor>,
+    num_labels: usize,
+    seed: u64,
+    dev: &Device,
+) -> Result<SeqClassifier> {
+    if config.hidden_act != "gelu" {
+        return Err(Error::Config(format!(
+            "hidden_act `{}` is not supported (only gelu)",
+            config.hidden_act
+        )));
+    }
+    if config.hidden_size % config.num_attention_heads != 0 {
+        return Err(Error::Config("hidden_size not divisible by heads".into()));
+    }
+    let prefix = PREFIXES
+        .iter()
+        .copied()
+        .find(|p| map.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
+        .ok_or_else(|| Error::Mismatch("no `embeddings.word_embeddings.weight` found".into()))?;
+    let w = Weights { map, prefix };
+    let (h, ff) = (config.hidden_size, config.intermediate_size);
+    let ln = |name: &str| -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: w.get(&format!("{name}.weight"), &[h])?,
+            bias: w.get(&format!("{name}.bias"), &[h])?,
+            eps: config.layer_norm_eps,
+        })
+    };
+    let mut index = 0;
+    let mut lin = |name: String, out: usize, inp: usize| -> Result<AdaptedLinear> {
+        let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
+        let bias = w.get(&format!("{name}.bias"), &[out])?;
+        index += 1;
+        Ok(AdaptedLinear::new(name, index - 1, weight, Some(bias)))
+    };
+    let max_pos = config.max_position_embeddings;
+    if config.first_position() >= max_pos {
+        return Err(Error::Config("position offset beyond the position table".into()));
+    }
+    let embeddings = Embeddings {
+        word: w.get(
+            "embeddings.word_embeddings.weight",
+            &[config.vocab_size, h],
+        )?,
+        position: w.get("embeddings.position_embeddings.weight", &[max_pos, h])?,
+        token_type: w.get(
+            "embeddings.token_type_embeddings.weight",
+            &[config.type_vocab_size, h],
+        )?,
+        norm: ln("embeddings.LayerNorm")?,
+        first_position: config.first_position(),
+    };
+    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let p = format!("encoder.layer.{i}");
+        layers.push(EncoderLayer {
+            query: lin(format!("{p}.attention.self.query"), h, h)?,
+            key: lin(format!("{p}.attention.self.key"), h, h)?,
+            value: lin(format!("{p}.attention.self.value"), h, h)?,
+            attn_out: lin(format!("{p}.attention.output.dense"), h, h)?,
+            attn_norm: ln(&format!("{p}.attention.output.LayerNorm"))?,
+            intermediate: lin(format!("{p}.intermediate.dense"), ff, h)?,
+            output: lin(format!("{p}.output.dense"), h, ff)?,
+            out_norm: ln(&format!("{p}.output.LayerNorm"))?,
+            num_heads: config.num_attention_heads,
+        });
+    }
+    if w.has(&format!("encoder.layer.{}.attention.self.query.weight", layers.len())) {
+        return Err(Error::Mismatch(format!(
+            "checkpoint has more than num_hidden_layers = {} layers",
+            layers.len()
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let base = layers.len() * 6;
+    let pooler = if w.has("pooler.dense.weight") {
+        let mut p = lin("pooler.dense".into(), h, h)?;
+        p.index = base;
+        p
+    } else {
+        let weight = normal_init((h, h), &mut rng, dev)?;
+        let bias = Tensor::zeros(h, DType::F32, dev)?;
+        AdaptedLinear::new("pooler.dense".into(), base, weight, Some(bias))
+    };
+    let head_fits = map
+        .get("classifier.weight")
+        .is_some_and(|t| t.dims() == [num_labels, h]);
+    let classifier = if head_fits {
+        let weight = map["classifier.weight"].to_dtype(DType::F32)?;
+        let bias = match map.get("classifier.bias") {
+            Some(b) => b.to_dtype(DType::F32)?,
+            None => Tensor::zeros(num_labels, DType::F32, dev)?,
+        };
+        AdaptedLinear::new("classifier".into(), base + 1, weight, Some(bias))
+    } else {
+        let weight = normal_init((num_labels, h), &mut rng, dev)?;
+        let bias = Tensor::zeros(num_labels, DType::F32, dev)?;
+        AdaptedLinear::new("classifier".into(), base + 1, weight, Some(bias))
+    };
+    let mut config = config.clone();
+    config.num_labels = Some(num_labels);
+    Ok(SeqClassifier {
+        config,
+        embeddings,
+        layers,
+        pooler,
+        classifier,
+    })
+}

@@ -1,0 +1,95 @@
+//! A frozen linear layer that can carry a BT-LoRA adapter, and optionally report its input
+//! statistics (the PSG features) while the model runs.
+use candle_core::{Tensor, Var};
+
+use crate::adapter::BtLora;
+use crate::features::FeatureStats;
+use crate::Result;
+
+/// `y = x·Wᵀ + b (+ adapter(x))`. The base weight is a plain tensor, so it gets no gradient,
+/// unless `make_trainable` turned it into a variable (base-model training).
+#[derive(Debug, Clone)]
+pub struct AdaptedLinear {
+    /// Hugging Face module name, e.g. `encoder.layer.0.attention.self.query`.
+    pub name: String,
+    /// Position of this layer in module order: the index of its PSG feature and λ chunk.
+    pub index: usize,
+    /// (out, in)
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub adapter: Option<BtLora>,
+    trainable: Option<(Var, Option<Var>)>,
+}
+
+impl AdaptedLinear {
+    pub fn new(name: String, index: usize, weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            name,
+            index,
+            weight,
+            bias,
+            adapter: None,
+            trainable: None,
+        }
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// x: (..., in) → (..., out). Records the input's statistics into `stats` when given.
+    pub fn forward(&self, x: &Tensor, stats: Option<&mut FeatureStats>) -> Result<Tensor> {
+        if let Some(s) = stats {
+            s.record(self.index, x)?;
+        }
+        let dims = x.dims().to_vec();
+        let d_in = dims[dims.len() - 1];
+        let n = x.elem_count() / d_in;
+        let x2 = x.reshape((n, d_in))?; // (tokens, in)
+        let (w, b) = match &self.trainable {
+            Some((w, b)) => (w.as_tensor(), b.as_ref().map(|b| b.as_tensor())),
+            None => (&self.weight, self.bias.as_ref()),
+        };
+        let mut y = x2.matmul(&w.t()?)?;
+        if let Some(b) = b {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(ad) = &self.adapter {
+            y = (y + ad.forward(&x2)?)?;
+        }
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.out_features();
+        Ok(y.reshape(out_dims)?)
+    }
+
+    /// Turns the base weight (and bias) into variables for full fine-tuning of the base model.
+    pub fn make_trainable(&mut self) -> Result<Vec<Var>> {
+        let w = Var::from_tensor(&self.weight)?;
+        let b = self.bias.as_ref().map(Var::from_tensor).transpose()?;
+        let mut vars = vec![w.clone()];
+        vars.extend(b.clone());
+        self.trainable = Some((w, b));
+        Ok(vars)
+    }
+
+    /// Copies trained variables back into the frozen weights and drops the variables.
+    pub fn freeze(&mut self) {
+        if let Some((w, b)) = self.trainable.take() {
+            self.weight = w.as_tensor().detach();
+            self.bias = b.map(|b| b.as_tensor().detach());
+        }
+    }
+
+    /// W ← W + ΔW, removing the adapter: the merged layer computes the same function.
+    pub fn merge(&mut self) -> Result<()> {
+        self.freeze();
+        if let Some(ad) = self.adapter.take() {
+            self.weight = (&self.weight + ad.delta_weight()?)?.detach();
+        }
+        Ok(())
+    }
+}

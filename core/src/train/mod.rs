@@ -1,0 +1,11 @@
+//! The one training loop, used by BT-LoRA stage 1, plain LoRA, the personalised fine-tune and
+//! base-model training, and evaluation.
+pub mod batch;
+pub mod config;
+pub mod eval;
+pub mod trainer;
+
+pub use batch::{encode_all, make_batch, Batch, Dataset, Encoded};
+pub use config::TrainConfig;
+pub use eval::{evaluate, Accuracy};
+pub use trainer::{batch_loss, clip_grad_norm, train, Objective, Params, TrainReport};
