@@ -4,6 +4,7 @@ pub mod control;
 pub mod data;
 pub mod error;
 pub mod features;
+pub mod home;
 pub mod model;
 pub mod train;
 

