@@ -50,11 +50,14 @@ impl CancelToken {
     }
 }
 
+/// A progress listener shared across threads.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// What a long-running function reports to and is stopped by.
 #[derive(Clone, Default)]
 pub struct Control {
     pub cancel: CancelToken,
-    progress: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+    progress: Option<ProgressFn>,
 }
 
 impl Control {

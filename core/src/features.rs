@@ -6,7 +6,41 @@
 //! interleaved (mean_0, sd_0, mean_1, sd_1, …) with sd = sqrt(var_unbiased + 1e-5).
 use candle_core::{DType, Tensor};
 
-use crate::Result;
+use crate::control::{Control, Progress, Stage};
+use crate::model::SeqClassifier;
+use crate::train::{make_batch, Dataset};
+use crate::{Error, Result};
+
+/// Batch size of feature extraction (the authors iterate the train set in batches of 4).
+pub const FEATURE_BATCH: usize = 4;
+
+/// Runs the model over `data` in dataset order with every adapter off (the authors set λ = 0)
+/// and returns the PSG input vector.
+pub fn extract(model: &SeqClassifier, data: &Dataset, ctl: &Control) -> Result<Vec<f32>> {
+    if data.examples.is_empty() {
+        return Err(Error::EmptyData(
+            "no examples to compute PSG features from".into(),
+        ));
+    }
+    let mut base = model.clone();
+    base.clear_adapters();
+    let mut stats = FeatureStats::new(base.num_adapted());
+    let order: Vec<usize> = (0..data.examples.len()).collect();
+    let dev = model.device();
+    for (i, idx) in order.chunks(FEATURE_BATCH).enumerate() {
+        ctl.cancel.check()?;
+        let b = make_batch(data.examples, idx, data.pad_id, dev)?;
+        base.forward_all(&b.ids, &b.mask, Some(&mut stats))?;
+        ctl.report(Progress {
+            stage: Stage::Features,
+            phase: "features".into(),
+            done: (i * FEATURE_BATCH + idx.len()).min(order.len()),
+            total: order.len(),
+            loss: None,
+        });
+    }
+    Ok(stats.to_vector())
+}
 
 /// Running (count, mean, M2) per layer; Chan's pairwise merge is exact for unbiased variance.
 #[derive(Debug, Clone)]
@@ -40,7 +74,11 @@ impl FeatureStats {
             return Ok(());
         }
         let mean_y = x.mean_all()?.to_scalar::<f64>()?;
-        let m2_y = x.affine(1.0, -mean_y)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        let m2_y = x
+            .affine(1.0, -mean_y)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
         let (n, mean_x) = (self.count[index], self.mean[index]);
         let tot = n + m;
         let delta = mean_y - mean_x;
@@ -53,7 +91,11 @@ impl FeatureStats {
     /// Mean and unbiased variance of layer `index`.
     pub fn mean_var(&self, index: usize) -> (f64, f64) {
         let n = self.count[index];
-        let var = if n > 1.0 { self.m2[index] / (n - 1.0) } else { 0.0 };
+        let var = if n > 1.0 {
+            self.m2[index] / (n - 1.0)
+        } else {
+            0.0
+        };
         (self.mean[index], var)
     }
 
@@ -81,7 +123,9 @@ mod tests {
     #[test]
     fn streaming_merge_equals_two_pass_statistics() -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        let data: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32).sin() * 3.0 + 1.5).collect();
+        let data: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32).sin() * 3.0 + 1.5)
+            .collect();
         let mut s = FeatureStats::new(1);
         // Uneven batches, as the last batch of a client usually is.
         for chunk in data.chunks(7).collect::<Vec<_>>().chunks(13) {

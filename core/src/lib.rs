@@ -1,11 +1,16 @@
 //! fedp2eft-core: BT-LoRA, the PSG, budget pruning and on-device personalization.
 pub mod adapter;
+pub mod baselines;
 pub mod control;
 pub mod data;
 pub mod error;
 pub mod features;
 pub mod home;
+pub mod mem;
 pub mod model;
+pub mod personalize;
+pub mod prune;
+pub mod psg;
 pub mod train;
 
 pub use control::{CancelToken, Control, Progress, Stage};

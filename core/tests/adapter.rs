@@ -6,7 +6,9 @@ use fedp2eft_core::model::AdaptedLinear;
 use rand::{Rng, SeedableRng};
 
 fn rand_t(shape: (usize, usize), rng: &mut impl Rng) -> anyhow::Result<Tensor> {
-    let v: Vec<f64> = (0..shape.0 * shape.1).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let v: Vec<f64> = (0..shape.0 * shape.1)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
@@ -58,7 +60,11 @@ fn gradients_of_a_b_lambda_match_central_differences() -> anyhow::Result<()> {
     };
     let grads = loss(&s)?.backward()?;
     for (name, var) in [("A", &ad.a), ("B", &ad.b), ("lambda", lam)] {
-        let g = grads.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f64>()?;
+        let g = grads
+            .get(var.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f64>()?;
         let base = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
         let shape = var.shape().clone();
         for i in 0..base.len() {
@@ -70,7 +76,11 @@ fn gradients_of_a_b_lambda_match_central_differences() -> anyhow::Result<()> {
                 Ok(loss(&s)?.to_scalar::<f64>()?)
             };
             let num = (eval(h)? - eval(-h)?) / (2.0 * h);
-            var.set(&Tensor::from_vec(base.clone(), shape.clone(), &Device::Cpu)?)?;
+            var.set(&Tensor::from_vec(
+                base.clone(),
+                shape.clone(),
+                &Device::Cpu,
+            )?)?;
             let err = (num - g[i]).abs() / (1.0 + num.abs());
             assert!(err < 1e-6, "{name}[{i}]: analytic {} numeric {num}", g[i]);
         }
@@ -85,11 +95,17 @@ fn merged_forward_equals_adapter_forward() -> anyhow::Result<()> {
     let mut merged = s.layer.clone();
     merged.merge()?;
     assert!(merged.adapter.is_none());
-    let diff = (merged.forward(&s.x, None)? - &unmerged)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    let diff = (merged.forward(&s.x, None)? - &unmerged)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f64>()?;
     assert!(diff < 1e-12, "max abs diff {diff}");
     // ΔW = (λ ⊙_col B)·A·scaling, checked element-wise by hand.
     let ad = s.layer.adapter.as_ref().expect("adapter");
-    let (a, b) = (ad.a.as_tensor().to_vec2::<f64>()?, ad.b.as_tensor().to_vec2::<f64>()?);
+    let (a, b) = (
+        ad.a.as_tensor().to_vec2::<f64>()?,
+        ad.b.as_tensor().to_vec2::<f64>()?,
+    );
     let lam = ad.lambda.tensor().to_vec1::<f64>()?;
     let dw = ad.delta_weight()?.to_vec2::<f64>()?;
     for (o, row) in dw.iter().enumerate() {
@@ -109,7 +125,11 @@ fn prior_terms_equal_hand_computed_values() -> anyhow::Result<()> {
     let b0 = b.zeros_like()?;
     let lam = Tensor::new(&[0.5f64, 2.0], &dev)?;
     let (sig, sp) = prior_terms(
-        &[PriorTerm { b: &b, b0: &b0, lambda: &lam }],
+        &[PriorTerm {
+            b: &b,
+            b0: &b0,
+            lambda: &lam,
+        }],
         4,
         &PriorConfig::default(),
     )?;
@@ -128,7 +148,9 @@ fn clamp_ste_clamps_forward_and_passes_gradient_through() -> anyhow::Result<()> 
     for (got, want) in cv.iter().zip([1e-4, 0.3, 1000.0]) {
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
-    let g = (c * Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu)?)?.sum_all()?.backward()?;
+    let g = (c * Tensor::new(&[1.0f64, 2.0, 3.0], &Device::Cpu)?)?
+        .sum_all()?
+        .backward()?;
     let gv = g.get(v.as_tensor()).expect("grad").to_vec1::<f64>()?;
     assert_eq!(gv, vec![1.0, 2.0, 3.0]);
     Ok(())

@@ -60,21 +60,40 @@ fn token_ids_equal_the_python_reference_tokenizer() -> anyhow::Result<()> {
 fn hidden_states_and_pooler_equal_transformers() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let model = load_hf(&model_dir(), 3, 42, &dev)?;
-    assert_eq!(model.num_adapted(), 38, "L = 6 layers × 6 + pooler + classifier");
+    assert_eq!(
+        model.num_adapted(),
+        38,
+        "L = 6 layers × 6 + pooler + classifier"
+    );
     let g = golden()?;
     let b = &g["batch"];
-    let rows: Vec<Vec<u32>> = b["input_ids"].as_array().expect("ids").iter().map(u32s).collect();
+    let rows: Vec<Vec<u32>> = b["input_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(u32s)
+        .collect();
     let (n, t) = (rows.len(), rows[0].len());
     let ids = Tensor::from_vec(rows.concat(), (n, t), &dev)?;
-    let mask_rows: Vec<Vec<u32>> =
-        b["attention_mask"].as_array().expect("mask").iter().map(u32s).collect();
+    let mask_rows: Vec<Vec<u32>> = b["attention_mask"]
+        .as_array()
+        .expect("mask")
+        .iter()
+        .map(u32s)
+        .collect();
     let mask = Tensor::from_vec(mask_rows.concat(), (n, t), &dev)?;
     let out = model.forward_all(&ids, &mask, None)?;
     let want_h = Tensor::from_vec(f32s(&b["last_hidden_state"]), out.last_hidden.shape(), &dev)?;
     // Padding rows of the hidden states are compared too: HF computes them the same way.
-    let dh = (out.last_hidden - want_h)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let dh = (out.last_hidden - want_h)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
     let want_p = Tensor::from_vec(f32s(&b["pooler_output"]), out.pooled.shape(), &dev)?;
-    let dp = (out.pooled - want_p)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let dp = (out.pooled - want_p)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
     println!("max |Δ| hidden {dh:.2e}, pooler {dp:.2e}");
     assert!(dh < 1e-4, "hidden states differ by {dh}");
     assert!(dp < 1e-4, "pooler output differs by {dp}");

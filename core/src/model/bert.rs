@@ -44,8 +44,11 @@ impl EncoderLayer {
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
         let a = self.attn_out.forward(&ctx, stats.as_deref_mut())?;
         let x = self.attn_norm.forward(&(a + x)?)?;
-        let i = self.intermediate.forward(&x, stats.as_deref_mut())?.gelu_erf()?;
-        let o = self.output.forward(&i, stats.as_deref_mut())?;
+        let i = self
+            .intermediate
+            .forward(&x, stats.as_deref_mut())?
+            .gelu_erf()?;
+        let o = self.output.forward(&i, stats)?;
         self.out_norm.forward(&(o + x)?)
     }
 }
@@ -53,6 +56,8 @@ impl EncoderLayer {
 /// Encoder + pooler + classifier.
 #[derive(Debug, Clone)]
 pub struct SeqClassifier {
+    /// Human-readable source of the weights (e.g. `multilingual-e5-small`), part of `model_id`.
+    pub name: String,
     pub config: BertConfig,
     pub embeddings: Embeddings,
     pub layers: Vec<EncoderLayer>,
@@ -75,6 +80,18 @@ impl SeqClassifier {
         self.embeddings.word.device()
     }
 
+    /// Identifies the base model a PSG or λ belongs to: name, architecture, L and head size.
+    pub fn model_id(&self) -> String {
+        format!(
+            "{}|{}|L{}|h{}|labels{}",
+            self.name,
+            self.config.model_type,
+            self.num_adapted(),
+            self.config.hidden_size,
+            self.num_labels()
+        )
+    }
+
     pub fn num_labels(&self) -> usize {
         self.classifier.out_features()
     }
@@ -93,7 +110,7 @@ impl SeqClassifier {
         }
         let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (batch, hidden)
         let pooled = self.pooler.forward(&first, stats.as_deref_mut())?.tanh()?;
-        let logits = self.classifier.forward(&pooled, stats.as_deref_mut())?;
+        let logits = self.classifier.forward(&pooled, stats)?;
         Ok(EncoderOutput {
             last_hidden: x,
             pooled,
@@ -108,7 +125,10 @@ impl SeqClassifier {
 
     /// Predicted class per row.
     pub fn predict(&self, ids: &Tensor, mask: &Tensor) -> Result<Vec<u32>> {
-        Ok(self.forward(ids, mask)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
+        Ok(self
+            .forward(ids, mask)?
+            .argmax(D::Minus1)?
+            .to_vec1::<u32>()?)
     }
 
     /// Every adapted linear in module order (the order of PSG features and λ chunks).

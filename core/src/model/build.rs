@@ -90,13 +90,12 @@ pub fn build_classifier(
     };
     let max_pos = config.max_position_embeddings;
     if config.first_position() >= max_pos {
-        return Err(Error::Config("position offset beyond the position table".into()));
+        return Err(Error::Config(
+            "position offset beyond the position table".into(),
+        ));
     }
     let embeddings = Embeddings {
-        word: w.get(
-            "embeddings.word_embeddings.weight",
-            &[config.vocab_size, h],
-        )?,
+        word: w.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
         position: w.get("embeddings.position_embeddings.weight", &[max_pos, h])?,
         token_type: w.get(
             "embeddings.token_type_embeddings.weight",
@@ -120,7 +119,10 @@ pub fn build_classifier(
             num_heads: config.num_attention_heads,
         });
     }
-    if w.has(&format!("encoder.layer.{}.attention.self.query.weight", layers.len())) {
+    if w.has(&format!(
+        "encoder.layer.{}.attention.self.query.weight",
+        layers.len()
+    )) {
         return Err(Error::Mismatch(format!(
             "checkpoint has more than num_hidden_layers = {} layers",
             layers.len()
@@ -155,6 +157,7 @@ pub fn build_classifier(
     let mut config = config.clone();
     config.num_labels = Some(num_labels);
     Ok(SeqClassifier {
+        name: config.model_type.clone(),
         config,
         embeddings,
         layers,

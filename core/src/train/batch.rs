@@ -58,7 +58,12 @@ pub fn encode_all(
 
 /// Builds the batch of `data[idx]` for each idx, padded with `pad` to the longest.
 pub fn make_batch(data: &[Encoded], idx: &[usize], pad: u32, dev: &Device) -> Result<Batch> {
-    let len = idx.iter().map(|&i| data[i].ids.len()).max().unwrap_or(0).max(1);
+    let len = idx
+        .iter()
+        .map(|&i| data[i].ids.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut ids = Vec::with_capacity(idx.len() * len);
     let mut mask = Vec::with_capacity(idx.len() * len);
     let mut tokens = 0;

@@ -126,7 +126,11 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     let mut sq = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = sq.sqrt();
@@ -154,7 +158,9 @@ pub fn train(
     let dev = model.device();
     let (pad_id, data) = (data.pad_id, data.examples);
     if data.is_empty() {
-        return Err(Error::EmptyData(format!("no training examples for {phase}")));
+        return Err(Error::EmptyData(format!(
+            "no training examples for {phase}"
+        )));
     }
     let start = std::time::Instant::now();
     let mut opt_ab = adamw(params.ab.clone(), cfg.lr_ab, cfg)?;
@@ -200,7 +206,9 @@ pub fn train(
                 loss: Some(value),
             });
         }
-        report.epoch_loss.push((epoch_loss / per_epoch as f64) as f32);
+        report
+            .epoch_loss
+            .push((epoch_loss / per_epoch as f64) as f32);
     }
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)

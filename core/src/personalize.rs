@@ -1,0 +1,222 @@
+//! `personalize(budget)`: features → PSG (or a learned λ) → prune to r·L ranks → fine-tune the
+//! pruned LoRA with λ frozen (CE only, A/B from their base init) → merge. The function both the
+//! FFI and the CLI call.
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::adapter::{AdapterInit, LoraConfig};
+use crate::control::{Control, Progress, Stage};
+use crate::data::ClientData;
+use crate::model::{SeqClassifier, Tokenize};
+use crate::prune::{select_top, RankPlan};
+use crate::psg::Psg;
+use crate::train::{encode_all, evaluate, train, Accuracy, Dataset, Objective, Params};
+use crate::train::{TrainConfig, TrainReport};
+use crate::{features, Error, Result};
+
+/// Where the rank-wise scales come from.
+pub enum Structure<'a> {
+    /// FedP²EFT: λ̂ = PSG(features of the client's train set).
+    Psg(&'a Psg),
+    /// The BT-LoRA baseline: λ learned on this client (L·r_max values).
+    Lambda(&'a [f32]),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonalizeConfig {
+    /// r: average rank per layer; r·L ranks are kept in total.
+    pub budget: usize,
+    pub lora: LoraConfig,
+    /// The fine-tune (authors: 2 epochs, lr 1e-4, batch 32; λ is not trained).
+    pub train: TrainConfig,
+    pub eval_batch: usize,
+}
+
+impl PersonalizeConfig {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            lora: LoraConfig::default(),
+            train: TrainConfig::default(),
+            eval_batch: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRank {
+    pub name: String,
+    pub rank: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub features_s: f64,
+    pub structure_s: f64,
+    pub finetune_s: f64,
+    pub merge_s: f64,
+    pub evaluate_s: f64,
+    pub total_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonalizeReport {
+    pub model_id: String,
+    pub client: String,
+    pub language: String,
+    pub budget: usize,
+    pub r_max: usize,
+    pub num_layers: usize,
+    pub active_layers: usize,
+    pub total_rank: usize,
+    pub ranks: Vec<LayerRank>,
+    /// The base model's accuracy on the client's test split.
+    pub accuracy_before: Accuracy,
+    /// The merged personalised model's accuracy on the same split.
+    pub accuracy_after: Accuracy,
+    pub train_examples: usize,
+    pub finetune: TrainReport,
+    pub timings: Timings,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The outcome: the adapted (unmerged, exportable as PEFT) and the merged model.
+pub struct Personalized {
+    pub adapted: SeqClassifier,
+    pub merged: SeqClassifier,
+    pub plan: RankPlan,
+    pub report: PersonalizeReport,
+}
+
+pub fn personalize(
+    base: &SeqClassifier,
+    tok: &dyn Tokenize,
+    client: &ClientData,
+    structure: Structure,
+    cfg: &PersonalizeConfig,
+    ctl: &Control,
+) -> Result<Personalized> {
+    let start = Instant::now();
+    let r_max = cfg.lora.r;
+    if cfg.budget == 0 || cfg.budget > r_max {
+        return Err(Error::Budget {
+            budget: cfg.budget,
+            r_max,
+        });
+    }
+    if let Structure::Psg(psg) = &structure {
+        psg.check_compatible(&base.model_id(), base.num_adapted())?;
+        if psg.meta.r_max != r_max {
+            return Err(Error::Mismatch(format!(
+                "PSG r_max {} differs from the LoRA config's {r_max}",
+                psg.meta.r_max
+            )));
+        }
+    }
+    for (split, set) in [("train", &client.train), ("test", &client.test)] {
+        if set.is_empty() {
+            return Err(Error::EmptyData(format!(
+                "client {} has no {split} examples",
+                client.id
+            )));
+        }
+    }
+    let (max_len, labels) = (cfg.train.max_len, base.num_labels());
+    let train_enc = encode_all(&client.train, tok, max_len, labels)?;
+    let test_enc = encode_all(&client.test, tok, max_len, labels)?;
+    let pad_id = tok.pad_id();
+    let train_set = Dataset {
+        examples: &train_enc,
+        pad_id,
+    };
+    let test_set = Dataset {
+        examples: &test_enc,
+        pad_id,
+    };
+    let mut t = Timings::default();
+
+    let clock = Instant::now();
+    let before = evaluate(base, &test_set, cfg.eval_batch, ctl)?;
+    t.evaluate_s += clock.elapsed().as_secs_f64();
+
+    let clock = Instant::now();
+    let lambda = match structure {
+        Structure::Psg(psg) => {
+            let x = features::extract(base, &train_set, ctl)?;
+            t.features_s = clock.elapsed().as_secs_f64();
+            psg.predict(&x)?
+        }
+        Structure::Lambda(l) => l.to_vec(),
+    };
+    let plan = select_top(&lambda, base.num_adapted(), r_max, cfg.budget)?;
+    let mut adapted = base.clone();
+    adapted.clear_adapters();
+    let init = AdapterInit::new(base, cfg.lora.clone())?;
+    init.install(&mut adapted, &plan.keep, &plan.lambda, false)?;
+    t.structure_s = clock.elapsed().as_secs_f64() - t.features_s;
+
+    let clock = Instant::now();
+    let params = Params::adapters(&adapted);
+    let finetune = train(
+        &adapted,
+        &train_set,
+        &cfg.train,
+        &params,
+        &Objective::CrossEntropy,
+        "fine-tune",
+        ctl,
+    )?;
+    t.finetune_s = clock.elapsed().as_secs_f64();
+
+    let clock = Instant::now();
+    ctl.cancel.check()?;
+    let mut merged = adapted.clone();
+    merged.merge_adapters()?;
+    t.merge_s = clock.elapsed().as_secs_f64();
+    ctl.report(Progress {
+        stage: Stage::Merge,
+        phase: "merge".into(),
+        done: 1,
+        total: 1,
+        loss: None,
+    });
+
+    let clock = Instant::now();
+    let after = evaluate(&merged, &test_set, cfg.eval_batch, ctl)?;
+    t.evaluate_s += clock.elapsed().as_secs_f64();
+    t.total_s = start.elapsed().as_secs_f64();
+
+    let ranks = adapted
+        .linears()
+        .iter()
+        .zip(plan.ranks_per_layer())
+        .map(|(l, rank)| LayerRank {
+            name: l.name.clone(),
+            rank,
+        })
+        .collect();
+    let report = PersonalizeReport {
+        model_id: base.model_id(),
+        client: client.id.clone(),
+        language: client.language.clone(),
+        budget: cfg.budget,
+        r_max,
+        num_layers: base.num_adapted(),
+        active_layers: plan.active_layers(),
+        total_rank: plan.total_rank(),
+        ranks,
+        accuracy_before: before,
+        accuracy_after: after,
+        train_examples: train_enc.len(),
+        finetune,
+        timings: t,
+        peak_rss_bytes: crate::mem::peak_rss_bytes(),
+    };
+    Ok(Personalized {
+        adapted,
+        merged,
+        plan,
+        report,
+    })
+}

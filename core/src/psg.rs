@@ -1,0 +1,289 @@
+//! The PSG (personalized structure generator): a one-hidden-layer MLP with a single shared
+//! PReLU slope mapping a client's features to λ̂ for all L·r_max ranks, and its stage-2 L1
+//! regression. Files are safetensors whose metadata names the base model, L, r_max and the
+//! feature layout, so a PSG cannot silently be applied to a model it was not trained for.
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::clamp_ste;
+use crate::{Error, Result};
+
+/// The only feature layout so far: (mean, sd) of each adapted linear's input, module order.
+pub const FEATURE_LAYOUT: &str = "mean-sd-interleaved/adapted-linear-input/module-order/v1";
+const FORMAT: &str = "fedp2eft-psg";
+
+/// Hyper-parameters of the PSG and of stage 2 (authors' defaults, method.md §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PsgConfig {
+    /// hidden = hidden_mul · input size (bt_hl_mul = 2).
+    pub hidden_mul: usize,
+    /// Straight-through clamp of the output (keeps λ̂ positive).
+    pub clamp_min: f64,
+    pub clamp_max: f64,
+    /// Xavier-normal gain and bias of both linears: tiny, so λ̂ ≈ 1e-4 at round one.
+    pub init_gain: f64,
+    pub init_bias: f64,
+    /// nn.PReLU's initial slope.
+    pub prelu_init: f64,
+    /// Stage 2: Adam steps and learning rate of the L1 regression.
+    pub stage2_steps: usize,
+    pub stage2_lr: f64,
+}
+
+impl Default for PsgConfig {
+    fn default() -> Self {
+        Self {
+            hidden_mul: 2,
+            clamp_min: 1e-4,
+            clamp_max: 1000.0,
+            init_gain: 1e-6,
+            init_bias: 1e-4,
+            prelu_init: 0.25,
+            stage2_steps: 10,
+            stage2_lr: 1e-4,
+        }
+    }
+}
+
+/// What a PSG was built for; checked when it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsgMeta {
+    /// Identifier of the base model (`SeqClassifier::model_id`).
+    pub base_model: String,
+    /// L: number of adapted linears.
+    pub num_layers: usize,
+    pub r_max: usize,
+    pub feature_layout: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Psg {
+    pub meta: PsgMeta,
+    pub config: PsgConfig,
+    /// (hidden, 2L), (hidden), (1), (L·r_max, hidden), (L·r_max)
+    pub w1: Var,
+    pub b1: Var,
+    pub slope: Var,
+    pub w2: Var,
+    pub b2: Var,
+}
+
+const NAMES: [&str; 5] = [
+    "fc1.weight",
+    "fc1.bias",
+    "prelu.weight",
+    "fc2.weight",
+    "fc2.bias",
+];
+
+fn xavier(out: usize, inp: usize, gain: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    let std = gain * (2.0 / (inp + out) as f64).sqrt();
+    let dist = Normal::new(0.0, std).map_err(|e| Error::Config(e.to_string()))?;
+    let v: Vec<f32> = (0..out * inp).map(|_| dist.sample(rng) as f32).collect();
+    Ok(Tensor::from_vec(v, (out, inp), &Device::Cpu)?)
+}
+
+impl Psg {
+    pub fn new(meta: PsgMeta, config: PsgConfig, seed: u64) -> Result<Self> {
+        let inp = 2 * meta.num_layers;
+        let hidden = config.hidden_mul * inp;
+        let out = meta.num_layers * meta.r_max;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dev = Device::Cpu;
+        let w1 = xavier(hidden, inp, config.init_gain, &mut rng)?;
+        let w2 = xavier(out, hidden, config.init_gain, &mut rng)?;
+        Ok(Self {
+            w1: Var::from_tensor(&w1)?,
+            b1: Var::from_tensor(&Tensor::full(config.init_bias as f32, hidden, &dev)?)?,
+            slope: Var::from_tensor(&Tensor::full(config.prelu_init as f32, 1, &dev)?)?,
+            w2: Var::from_tensor(&w2)?,
+            b2: Var::from_tensor(&Tensor::full(config.init_bias as f32, out, &dev)?)?,
+            meta,
+            config,
+        })
+    }
+
+    pub fn vars(&self) -> Vec<Var> {
+        vec![
+            self.w1.clone(),
+            self.b1.clone(),
+            self.slope.clone(),
+            self.w2.clone(),
+            self.b2.clone(),
+        ]
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    fn check_features(&self, features: &[f32]) -> Result<()> {
+        if features.len() != 2 * self.meta.num_layers {
+            return Err(Error::Mismatch(format!(
+                "PSG expects {} features (L = {}), got {}",
+                2 * self.meta.num_layers,
+                self.meta.num_layers,
+                features.len()
+            )));
+        }
+        if features.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Data("PSG features contain NaN or infinity".into()));
+        }
+        Ok(())
+    }
+
+    /// λ̂ (L·r_max,) as a tensor that tracks gradients to the PSG's variables.
+    pub fn forward(&self, features: &[f32]) -> Result<Tensor> {
+        self.check_features(features)?;
+        let x = Tensor::from_slice(features, (1, features.len()), &Device::Cpu)?;
+        let h = x
+            .matmul(&self.w1.as_tensor().t()?)?
+            .broadcast_add(self.b1.as_tensor())?;
+        // PReLU with one shared slope: relu(h) − a·relu(−h).
+        let h = (h.relu()? - h.neg()?.relu()?.broadcast_mul(self.slope.as_tensor())?)?;
+        let y = h
+            .matmul(&self.w2.as_tensor().t()?)?
+            .broadcast_add(self.b2.as_tensor())?;
+        clamp_ste(&y.squeeze(0)?, self.config.clamp_min, self.config.clamp_max)
+    }
+
+    /// λ̂ as plain numbers.
+    pub fn predict(&self, features: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.forward(features)?.detach().to_vec1::<f32>()?)
+    }
+
+    /// Stage 2: `stage2_steps` Adam steps on Σ_k |PSG(x)_k − target_k| (a sum, as the authors).
+    /// Returns the loss before each step.
+    pub fn regress(&self, features: &[f32], target: &[f32]) -> Result<Vec<f32>> {
+        let out = self.meta.num_layers * self.meta.r_max;
+        if target.len() != out {
+            return Err(Error::Mismatch(format!(
+                "stage-2 target has {} values, the PSG outputs {out}",
+                target.len()
+            )));
+        }
+        if target.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Data(
+                "stage-2 target λ contains NaN or infinity".into(),
+            ));
+        }
+        let t = Tensor::from_slice(target, out, &Device::Cpu)?;
+        let params = ParamsAdamW {
+            lr: self.config.stage2_lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(self.vars(), params)?;
+        let mut losses = Vec::with_capacity(self.config.stage2_steps);
+        for step in 0..self.config.stage2_steps {
+            let loss = (self.forward(features)? - &t)?.abs()?.sum_all()?;
+            let v = loss.to_scalar::<f32>()?;
+            if !v.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    phase: "psg stage 2".into(),
+                    step,
+                    value: v,
+                });
+            }
+            losses.push(v);
+            opt.backward_step(&loss)?;
+        }
+        Ok(losses)
+    }
+
+    /// Errors unless this PSG was built for a model with this id and L, and this r_max.
+    pub fn check_compatible(&self, base_model: &str, num_layers: usize) -> Result<()> {
+        if self.meta.num_layers != num_layers || self.meta.base_model != base_model {
+            return Err(Error::Mismatch(format!(
+                "PSG was trained for `{}` (L = {}), not for `{base_model}` (L = {num_layers})",
+                self.meta.base_model, self.meta.num_layers
+            )));
+        }
+        if self.meta.feature_layout != FEATURE_LAYOUT {
+            return Err(Error::Mismatch(format!(
+                "PSG feature layout `{}` is not supported",
+                self.meta.feature_layout
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut md = HashMap::new();
+        md.insert("format".to_string(), FORMAT.to_string());
+        md.insert("meta".to_string(), json(&self.meta)?);
+        md.insert("config".to_string(), json(&self.config)?);
+        let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = NAMES
+            .iter()
+            .zip(self.vars())
+            .map(|(n, v)| {
+                let data = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Ok((n.to_string(), v.dims().to_vec(), bytes))
+            })
+            .collect::<Result<_>>()?;
+        let views = bufs
+            .iter()
+            .map(|(n, s, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::format("psg", path, e.to_string()))?;
+        let bytes = safetensors::serialize(views, Some(md))
+            .map_err(|e| Error::format("psg", path, e.to_string()))?;
+        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |r: String| Error::format("psg", path, r);
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let md = header.metadata().clone().unwrap_or_default();
+        if md.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(bad("not a fedp2eft PSG (metadata `format` missing)".into()));
+        }
+        let field = |k: &str| {
+            md.get(k)
+                .ok_or_else(|| bad(format!("metadata `{k}` missing")))
+        };
+        let meta: PsgMeta = serde_json::from_str(field("meta")?).map_err(|e| bad(e.to_string()))?;
+        let config: PsgConfig =
+            serde_json::from_str(field("config")?).map_err(|e| bad(e.to_string()))?;
+        let psg = Psg::new(meta, config, 0)?;
+        for (name, var) in NAMES.iter().zip(psg.vars()) {
+            let view = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+            if view.dtype() != safetensors::Dtype::F32 || view.shape() != var.dims() {
+                return Err(bad(format!(
+                    "{name}: expected f32 {:?}, found {:?} {:?}",
+                    var.dims(),
+                    view.dtype(),
+                    view.shape()
+                )));
+            }
+            let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), &Device::Cpu)?;
+            if t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .any(|x| !x.is_finite())
+            {
+                return Err(bad(format!("{name} holds NaN or infinity")));
+            }
+            var.set(&t)?;
+        }
+        Ok(psg)
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Config(e.to_string()))
+}
