@@ -12,6 +12,7 @@ pub mod personalize;
 pub mod prune;
 pub mod psg;
 pub mod train;
+pub mod train_base;
 
 pub use control::{CancelToken, Control, Progress, Stage};
 pub use error::{Error, Result};
