@@ -2,6 +2,8 @@
 pub mod bert;
 pub mod build;
 pub mod config;
+pub mod e5_tokenizer;
+pub mod e5s1;
 pub mod hf;
 pub mod layers;
 pub mod linear;
@@ -9,6 +11,8 @@ pub mod tokenizer;
 
 pub use bert::{EncoderOutput, SeqClassifier};
 pub use config::BertConfig;
+pub use e5_tokenizer::E5Tokenizer;
+pub use e5s1::{load_e5s1, E5s1};
 pub use hf::{load_hf, HfTokenizer};
 pub use linear::AdaptedLinear;
 pub use tokenizer::Tokenize;
