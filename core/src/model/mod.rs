@@ -5,10 +5,12 @@ pub mod config;
 pub mod hf;
 pub mod layers;
 pub mod linear;
+pub mod save;
 pub mod tokenizer;
 
 pub use bert::{EncoderOutput, SeqClassifier};
 pub use config::BertConfig;
 pub use hf::{load_hf, HfTokenizer};
 pub use linear::AdaptedLinear;
+pub use save::save_hf_classifier;
 pub use tokenizer::Tokenize;
