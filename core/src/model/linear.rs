@@ -49,10 +49,7 @@ impl AdaptedLinear {
         let d_in = dims[dims.len() - 1];
         let n = x.elem_count() / d_in;
         let x2 = x.reshape((n, d_in))?; // (tokens, in)
-        let (w, b) = match &self.trainable {
-            Some((w, b)) => (w.as_tensor(), b.as_ref().map(|b| b.as_tensor())),
-            None => (&self.weight, self.bias.as_ref()),
-        };
+        let (w, b) = self.base_weights();
         let mut y = x2.matmul(&w.t()?)?;
         if let Some(b) = b {
             y = y.broadcast_add(b)?;
@@ -64,6 +61,15 @@ impl AdaptedLinear {
         let last = out_dims.len() - 1;
         out_dims[last] = self.out_features();
         Ok(y.reshape(out_dims)?)
+    }
+
+    /// The base weight (out, in) and bias as they are now: the training variables while
+    /// `make_trainable` is in effect, else the frozen tensors. Never includes the adapter.
+    pub fn base_weights(&self) -> (&Tensor, Option<&Tensor>) {
+        match &self.trainable {
+            Some((w, b)) => (w.as_tensor(), b.as_ref().map(|b| b.as_tensor())),
+            None => (&self.weight, self.bias.as_ref()),
+        }
     }
 
     /// Turns the base weight (and bias) into variables for full fine-tuning of the base model.

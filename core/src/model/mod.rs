@@ -7,6 +7,7 @@ pub mod e5s1;
 pub mod hf;
 pub mod layers;
 pub mod linear;
+pub mod save;
 pub mod tokenizer;
 
 pub use bert::{EncoderOutput, SeqClassifier};
@@ -15,4 +16,5 @@ pub use e5_tokenizer::E5Tokenizer;
 pub use e5s1::{load_e5s1, E5s1};
 pub use hf::{load_hf, HfTokenizer};
 pub use linear::AdaptedLinear;
+pub use save::save_hf_classifier;
 pub use tokenizer::Tokenize;
