@@ -139,9 +139,17 @@ pub fn build_classifier(
         let bias = Tensor::zeros(h, DType::F32, dev)?;
         AdaptedLinear::new("pooler.dense".into(), base, weight, Some(bias))
     };
-    let head_fits = map
-        .get("classifier.weight")
-        .is_some_and(|t| t.dims() == [num_labels, h]);
+    // A checkpoint's own head must fit; only a checkpoint without one gets a fresh head.
+    let head_fits = match map.get("classifier.weight") {
+        Some(t) if t.dims() == [num_labels, h] => true,
+        Some(t) => {
+            return Err(Error::Mismatch(format!(
+                "checkpoint head `classifier.weight` is {:?}, expected [{num_labels}, {h}]",
+                t.dims()
+            )))
+        }
+        None => false,
+    };
     let classifier = if head_fits {
         let weight = map["classifier.weight"].to_dtype(DType::F32)?;
         let bias = match map.get("classifier.bias") {

