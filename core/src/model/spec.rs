@@ -47,7 +47,8 @@ struct Prefixed {
 
 impl Tokenize for Prefixed {
     fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>> {
-        self.inner.encode(&format!("{}{text}", self.prefix), max_len)
+        self.inner
+            .encode(&format!("{}{text}", self.prefix), max_len)
     }
     fn pad_id(&self) -> u32 {
         self.inner.pad_id()
@@ -85,7 +86,12 @@ pub fn load_pretrained(spec: &ModelSpec, label_names: &[String], seed: u64) -> R
         ModelSpec::E5s1(p) => {
             let e5 = load_e5s1(p)?;
             let m = build_classifier(&e5.config, &e5.tensors, n, seed, &dev)?;
-            (m, Box::new(e5.tokenizer), "multilingual-e5-small", "query: ")
+            (
+                m,
+                Box::new(e5.tokenizer),
+                "multilingual-e5-small",
+                "query: ",
+            )
         }
         ModelSpec::Hf(d) => {
             let m = load_hf(d, n, seed, &dev)?;
@@ -109,8 +115,8 @@ pub fn save_base(loaded: &LoadedModel, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     save_hf_classifier(&loaded.model, dir)?;
     let path = dir.join(MANIFEST);
-    let text = serde_json::to_string_pretty(&loaded.manifest)
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&loaded.manifest).map_err(|e| Error::Config(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }
 

@@ -89,3 +89,14 @@ pub fn make_batch(data: &[Encoded], idx: &[usize], pad: u32, dev: &Device) -> Re
 pub fn chunks(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
     order.chunks(batch_size.max(1))
 }
+
+/// Index chunks of `batch_size` after sorting by length, so batches waste little on padding
+/// (inference only: training keeps its seeded shuffle).
+pub fn chunks_by_length(data: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    order.sort_by_key(|&i| data[i].ids.len());
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}

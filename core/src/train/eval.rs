@@ -1,7 +1,7 @@
 //! Accuracy of a classifier on encoded examples.
 use serde::Serialize;
 
-use super::batch::{chunks, make_batch, Dataset};
+use super::batch::{chunks_by_length, make_batch, Dataset};
 use crate::control::{Control, Progress, Stage};
 use crate::model::SeqClassifier;
 use crate::Result;
@@ -32,12 +32,10 @@ pub fn evaluate(
 ) -> Result<Accuracy> {
     let dev = model.device();
     let (pad_id, data) = (data.pad_id, data.examples);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    order.sort_by_key(|&i| data[i].ids.len());
     let mut acc = Accuracy::default();
-    for idx in chunks(&order, batch_size) {
+    for idx in chunks_by_length(data, batch_size) {
         ctl.cancel.check()?;
-        let b = make_batch(data, idx, pad_id, dev)?;
+        let b = make_batch(data, &idx, pad_id, dev)?;
         let pred = model.predict(&b.ids, &b.mask)?;
         acc.correct += idx
             .iter()

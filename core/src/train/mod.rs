@@ -5,7 +5,10 @@ pub mod config;
 pub mod eval;
 pub mod trainer;
 
-pub use batch::{encode_all, make_batch, Batch, Dataset, Encoded};
+pub use batch::{chunks_by_length, encode_all, make_batch, Batch, Dataset, Encoded};
 pub use config::TrainConfig;
 pub use eval::{evaluate, Accuracy};
-pub use trainer::{batch_loss, clip_grad_norm, train, Objective, Params, TrainReport};
+pub use trainer::{
+    batch_loss, clip_grad_norm, run, train, BatchLoss, ModelTask, Objective, Params,
+};
+pub use trainer::{Task, TrainReport};

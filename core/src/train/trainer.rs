@@ -145,6 +145,46 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     Ok(norm)
 }
 
+/// One batch's loss with what it covered.
+pub struct BatchLoss {
+    pub loss: Tensor,
+    pub size: usize,
+    pub tokens: usize,
+}
+
+/// What the loop trains on: a set of examples and the loss of any subset of them.
+pub trait Task {
+    fn len(&self) -> usize;
+    fn loss(&self, idx: &[usize]) -> Result<BatchLoss>;
+}
+
+/// The usual task: a model, encoded examples and an objective.
+pub struct ModelTask<'a> {
+    pub model: &'a SeqClassifier,
+    pub data: &'a Dataset<'a>,
+    pub objective: &'a Objective,
+}
+
+impl Task for ModelTask<'_> {
+    fn len(&self) -> usize {
+        self.data.examples.len()
+    }
+    fn loss(&self, idx: &[usize]) -> Result<BatchLoss> {
+        let b = make_batch(
+            self.data.examples,
+            idx,
+            self.data.pad_id,
+            self.model.device(),
+        )?;
+        let (loss, _ce) = batch_loss(self.model, &b.ids, &b.mask, &b.labels, self.objective)?;
+        Ok(BatchLoss {
+            loss,
+            size: b.size,
+            tokens: b.tokens,
+        })
+    }
+}
+
 /// Trains `params` of `model` on `data` for `cfg.epochs` epochs.
 pub fn train(
     model: &SeqClassifier,
@@ -155,9 +195,24 @@ pub fn train(
     phase: &str,
     ctl: &Control,
 ) -> Result<TrainReport> {
-    let dev = model.device();
-    let (pad_id, data) = (data.pad_id, data.examples);
-    if data.is_empty() {
+    let task = ModelTask {
+        model,
+        data,
+        objective,
+    };
+    run(&task, cfg, params, phase, ctl)
+}
+
+/// The loop itself: seeded shuffling per epoch, AdamW per parameter group, clipping of A/B and
+/// base gradients (never λ), a typed stop on a non-finite loss, progress and cancellation.
+pub fn run(
+    task: &dyn Task,
+    cfg: &TrainConfig,
+    params: &Params,
+    phase: &str,
+    ctl: &Control,
+) -> Result<TrainReport> {
+    if task.len() == 0 {
         return Err(Error::EmptyData(format!(
             "no training examples for {phase}"
         )));
@@ -168,8 +223,8 @@ pub fn train(
     let mut opt_base = adamw(params.base.clone(), cfg.lr_base, cfg)?;
     let clipped: Vec<Var> = params.ab.iter().chain(&params.base).cloned().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let per_epoch = data.len().div_ceil(cfg.batch_size.max(1));
+    let mut order: Vec<usize> = (0..task.len()).collect();
+    let per_epoch = task.len().div_ceil(cfg.batch_size.max(1));
     let total = per_epoch * cfg.epochs;
     let mut report = TrainReport::default();
     for _epoch in 0..cfg.epochs {
@@ -177,9 +232,8 @@ pub fn train(
         let mut epoch_loss = 0f64;
         for idx in chunks(&order, cfg.batch_size) {
             ctl.cancel.check()?;
-            let batch = make_batch(data, idx, pad_id, dev)?;
-            let (loss, _ce) = batch_loss(model, &batch.ids, &batch.mask, &batch.labels, objective)?;
-            let value = loss.to_scalar::<f32>()?;
+            let b = task.loss(idx)?;
+            let value = b.loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     phase: phase.to_string(),
@@ -187,7 +241,7 @@ pub fn train(
                     value,
                 });
             }
-            let mut grads = loss.backward()?;
+            let mut grads = b.loss.backward()?;
             if let Some(max) = cfg.max_grad_norm {
                 clip_grad_norm(&mut grads, &clipped, max)?;
             }
@@ -195,8 +249,8 @@ pub fn train(
             opt_lambda.step(&grads)?;
             opt_base.step(&grads)?;
             report.steps += 1;
-            report.examples_seen += batch.size;
-            report.tokens_seen += batch.tokens;
+            report.examples_seen += b.size;
+            report.tokens_seen += b.tokens;
             epoch_loss += value as f64;
             ctl.report(Progress {
                 stage: Stage::Train,
