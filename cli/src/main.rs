@@ -1,10 +1,14 @@
 //! `fedp2eft`: the command line for people and reproduction runs, thin over fedp2eft-core.
 mod atomic;
 mod bench;
+mod bt_lora;
 mod fetch;
 mod inspect;
 mod models;
+mod personalize;
 mod progress;
+mod train_base;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +38,12 @@ enum Cmd {
     Inspect(inspect::InspectArgs),
     /// Time forward and BT-LoRA training steps; write JSON results and a markdown table.
     Bench(bench::BenchArgs),
-    // Next: Personalize(personalize::Args), BtLora(bt_lora::Args), TrainBase(train_base::Args).
+    /// Train the base model (head or all linears) on the seen pool; personalization starts here.
+    TrainBase(train_base::TrainBaseArgs),
+    /// Learn λ on one client with BT-LoRA (BayesTune) and print the rank structure.
+    BtLora(bt_lora::BtLoraArgs),
+    /// Personalize one client at a budget: PSG or BT-LoRA λ → prune → fine-tune → merge/export.
+    Personalize(personalize::PersonalizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +57,9 @@ fn main() -> ExitCode {
         Cmd::Fetch(a) => fetch::run(&a, &home),
         Cmd::Inspect(a) => inspect::run(&a, &home),
         Cmd::Bench(a) => bench::run(&a, &home),
+        Cmd::TrainBase(a) => train_base::run(&a, &home),
+        Cmd::BtLora(a) => bt_lora::run(&a, &home),
+        Cmd::Personalize(a) => personalize::run(&a, &home),
     };
     // The error chain is for people: no backtrace, one cause per line.
     match res {

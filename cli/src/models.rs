@@ -1,7 +1,4 @@
 //! Which model a command runs on (`--model e5|minilm|PATH`) and how it is loaded.
-//!
-//! E5S1 (the embedded multilingual default) is resolved here but its loader lives on another
-//! branch: every spot to wire is marked `E5S1:`.
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
@@ -9,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use fedp2eft_core::home;
-use fedp2eft_core::model::{load_hf, HfTokenizer, SeqClassifier, Tokenize};
+use fedp2eft_core::model::{load_pretrained, SeqClassifier, Tokenize};
 
 /// A model named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +103,6 @@ impl ModelSpec {
                 "{} not found: run `fedp2eft fetch`",
                 src.path().display()
             )),
-            // E5S1: drop this arm once the loader is wired.
-            Ok(Source::E5s1(_)) => Some("the E5S1 loader is not wired into the CLI yet".into()),
             Ok(_) => None,
         }
     }
@@ -128,37 +123,35 @@ pub struct Loaded {
     pub load_seconds: f64,
 }
 
+/// The core's description of a resolved source.
+pub fn core_spec(source: &Source) -> fedp2eft_core::model::ModelSpec {
+    match source {
+        Source::Hf(p) => fedp2eft_core::model::ModelSpec::Hf(p.clone()),
+        Source::E5s1(p) => fedp2eft_core::model::ModelSpec::E5s1(p.clone()),
+    }
+}
+
 /// Loads the model with a `num_labels` head (a head the checkpoint lacks is initialised from
-/// `seed`).
-pub fn load(source: &Source, num_labels: usize, seed: u64, dev: &Device) -> Result<Loaded> {
+/// `seed`); the tokenizer adds the model's text prefix ("query: " for e5).
+pub fn load(source: &Source, num_labels: usize, seed: u64, _dev: &Device) -> Result<Loaded> {
     if num_labels == 0 {
         bail!("the classification head needs at least one label");
     }
-    let start = Instant::now();
-    let (model, tokenizer): (SeqClassifier, Box<dyn Tokenize>) = match source {
-        Source::Hf(dir) => {
-            if !dir.join("config.json").is_file() {
-                bail!(
-                    "no config.json in {}: run `fedp2eft fetch` (or pass a HF checkpoint folder)",
-                    dir.display()
-                );
-            }
-            let model = load_hf(dir, num_labels, seed, dev)
-                .with_context(|| format!("load HF checkpoint {}", dir.display()))?;
-            let tok = HfTokenizer::from_file(&dir.join("tokenizer.json"))?;
-            (model, Box::new(tok))
+    if let Source::Hf(dir) = source {
+        if !dir.join("config.json").is_file() {
+            bail!(
+                "no config.json in {}: run `fedp2eft fetch` (or pass a HF checkpoint folder)",
+                dir.display()
+            );
         }
-        // E5S1: `let e = fedp2eft_core::model::load_e5s1(path)?;` then
-        // `build::build_classifier(&e.config, &e.tensors, num_labels, seed, dev)?` and
-        // `Box::new(e.tokenizer)`.
-        Source::E5s1(path) => bail!(
-            "{}: the E5S1 loader is not wired into the CLI yet (use --model minilm)",
-            path.display()
-        ),
-    };
+    }
+    let start = Instant::now();
+    let labels: Vec<String> = (0..num_labels).map(|i| i.to_string()).collect();
+    let lm = load_pretrained(&core_spec(source), &labels, seed)
+        .with_context(|| format!("load {}", source.path().display()))?;
     Ok(Loaded {
-        model,
-        tokenizer,
+        model: lm.model,
+        tokenizer: lm.tokenizer,
         source: source.clone(),
         load_seconds: start.elapsed().as_secs_f64(),
     })

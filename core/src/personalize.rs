@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::adapter::{AdapterInit, LoraConfig};
+use crate::adapter::{AdapterInit, LoraConfig, PriorConfig};
 use crate::control::{Control, Progress, Stage};
 use crate::data::ClientData;
 use crate::model::{SeqClassifier, Tokenize};
-use crate::prune::{select_top, RankPlan};
+use crate::prune::{select_top_by, RankPlan};
 use crate::psg::Psg;
 use crate::train::{encode_all, evaluate, train, Accuracy, Dataset, Objective, Params};
 use crate::train::{TrainConfig, TrainReport};
@@ -19,8 +19,14 @@ use crate::{features, Error, Result};
 pub enum Structure<'a> {
     /// FedP²EFT: λ̂ = PSG(features of the client's train set).
     Psg(&'a Psg),
-    /// The BT-LoRA baseline: λ learned on this client (L·r_max values).
+    /// A given λ (L·r_max values), e.g. from a file.
     Lambda(&'a [f32]),
+    /// The BT-LoRA baseline: λ learned on this client; pruned with the clamped values (what the
+    /// authors store), ties among them broken by the raw values.
+    Learned {
+        raw: &'a [f32],
+        priors: &'a PriorConfig,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,6 +147,7 @@ pub fn personalize(
     t.evaluate_s += clock.elapsed().as_secs_f64();
 
     let clock = Instant::now();
+    let mut key = None;
     let lambda = match structure {
         Structure::Psg(psg) => {
             let x = features::extract(base, &train_set, ctl)?;
@@ -148,8 +155,19 @@ pub fn personalize(
             psg.predict(&x)?
         }
         Structure::Lambda(l) => l.to_vec(),
+        Structure::Learned { raw, priors } => {
+            key = Some(raw);
+            let (lo, hi) = (priors.clamp_min as f32, priors.clamp_max as f32);
+            raw.iter().map(|x| x.clamp(lo, hi)).collect()
+        }
     };
-    let plan = select_top(&lambda, base.num_adapted(), r_max, cfg.budget)?;
+    let plan = select_top_by(
+        key.unwrap_or(&lambda),
+        &lambda,
+        base.num_adapted(),
+        r_max,
+        cfg.budget,
+    )?;
     let mut adapted = base.clone();
     adapted.clear_adapters();
     let init = AdapterInit::new(base, cfg.lora.clone())?;

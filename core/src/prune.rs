@@ -36,6 +36,25 @@ pub fn select_top(
     r_max: usize,
     budget: usize,
 ) -> Result<RankPlan> {
+    select_top_by(lambda, lambda, num_layers, r_max, budget)
+}
+
+/// Like `select_top`, but ranks by `key` while keeping `lambda`'s values. The BT-LoRA baseline
+/// keeps λ clamped to the prior's floor, where most ranks tie; ranking by the raw λ breaks
+/// those ties by what training learned instead of by layer order.
+pub fn select_top_by(
+    key: &[f32],
+    lambda: &[f32],
+    num_layers: usize,
+    r_max: usize,
+    budget: usize,
+) -> Result<RankPlan> {
+    if key.len() != lambda.len() {
+        return Err(Error::Mismatch("ranking key and λ differ in length".into()));
+    }
+    if let Some(i) = key.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Data(format!("λ[{i}] is {}", key[i])));
+    }
     if budget == 0 || budget > r_max {
         return Err(Error::Budget { budget, r_max });
     }
@@ -54,7 +73,7 @@ pub fn select_top(
     let k = budget * num_layers;
     let mut order: Vec<usize> = (0..lambda.len()).collect();
     // Descending by value, ascending index among equals (total order: no NaN left).
-    order.sort_by(|&i, &j| lambda[j].total_cmp(&lambda[i]).then(i.cmp(&j)));
+    order.sort_by(|&i, &j| key[j].total_cmp(&key[i]).then(i.cmp(&j)));
     let mut chosen = order[..k].to_vec();
     chosen.sort_unstable();
     let mut keep = vec![Vec::new(); num_layers];
@@ -100,6 +119,16 @@ mod tests {
         assert_eq!(p.keep, vec![vec![0, 1], vec![]]);
         let p = select_top(&lam, 2, 4, 4)?;
         assert_eq!(p.total_rank(), 8);
+        Ok(())
+    }
+
+    #[test]
+    fn ranking_key_breaks_ties_of_clamped_values() -> Result<()> {
+        let clamped = [1e-4f32, 1e-4, 1e-4, 0.5];
+        let raw = [-0.3f32, 2e-5, -0.1, 0.5];
+        let p = select_top_by(&raw, &clamped, 2, 2, 1)?;
+        assert_eq!(p.keep, vec![vec![1], vec![1]]);
+        assert_eq!(p.lambda, vec![vec![1e-4], vec![0.5]]);
         Ok(())
     }
 

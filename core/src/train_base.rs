@@ -88,6 +88,7 @@ pub fn train_base(
     cfg: &TrainConfig,
     ctl: &Control,
 ) -> Result<TrainReport> {
+    let start = std::time::Instant::now();
     model.clear_adapters();
     let n = model.num_adapted();
     let mut base = Vec::new();
@@ -124,5 +125,9 @@ pub fn train_base(
     for lin in model.linears_mut() {
         lin.freeze();
     }
-    res
+    // Whole time, encoding of the cached outputs included.
+    res.map(|mut r| {
+        r.seconds = start.elapsed().as_secs_f64();
+        r
+    })
 }

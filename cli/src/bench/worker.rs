@@ -4,14 +4,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Tensor, Var};
+use candle_core::Device;
 use clap::ValueEnum;
-use fedp2eft_core::adapter::{bt_lora::init_a, BtLora, Lambda, PriorConfig};
+use fedp2eft_core::adapter::{AdapterInit, LoraConfig, PriorConfig};
 use fedp2eft_core::data::{load_emoji, EmojiConfig};
 use fedp2eft_core::model::{SeqClassifier, Tokenize};
 use fedp2eft_core::train::{self, Dataset, Encoded, Objective, Params, TrainConfig};
 use fedp2eft_core::{home, Control, Progress, Stage};
-use rand_chacha::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::flops;
@@ -67,20 +66,14 @@ pub const TOKENS: &str = "real: texts of the default emoji benchmark (10 languag
 
 /// BT-LoRA as the authors' baseline initialises it: seed-fixed kaiming-uniform A, B = 0,
 /// λ = 1e-4 trainable, α = 2·r_max (scaling 2), on every adapted linear.
-// Replace with core's attach function once the BT-LoRA baseline lands there.
 fn attach_bt_lora(model: &mut SeqClassifier, r: usize, seed: u64) -> Result<()> {
-    let dev = model.device().clone();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    for l in model.linears_mut() {
-        let a = init_a(r, l.in_features(), &mut rng, &dev)?;
-        let lambda = Var::from_tensor(&Tensor::full(1e-4f32, r, &dev)?)?;
-        l.adapter = Some(BtLora::new(
-            &a,
-            l.out_features(),
-            Lambda::Trainable(lambda),
-            2.0,
-        )?);
-    }
+    let lora = LoraConfig {
+        r,
+        lora_alpha: 2.0 * r as f64,
+        seed,
+    };
+    let init = AdapterInit::new(model, lora)?;
+    init.install_full(model, &vec![1e-4f32; r * model.num_adapted()])?;
     Ok(())
 }
 

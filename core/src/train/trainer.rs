@@ -155,6 +155,9 @@ pub struct BatchLoss {
 /// What the loop trains on: a set of examples and the loss of any subset of them.
 pub trait Task {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn loss(&self, idx: &[usize]) -> Result<BatchLoss>;
 }
 
@@ -212,7 +215,7 @@ pub fn run(
     phase: &str,
     ctl: &Control,
 ) -> Result<TrainReport> {
-    if task.len() == 0 {
+    if task.is_empty() {
         return Err(Error::EmptyData(format!(
             "no training examples for {phase}"
         )));
