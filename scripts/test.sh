@@ -17,9 +17,10 @@ step "release build of the CLI"
 cargo build --release -p fedp2eft-cli
 step "fetch models and data (skips what is present)"
 "$target/release/fedp2eft" fetch
-venv=${FEDP2EFT_REF_VENV:-$root/.venv-ref}
-if [ -z "${FEDP2EFT_PY:-}" ] && [ -x "$venv/bin/python" ]; then
-  export FEDP2EFT_PY="$venv/bin/python"
+if [ -z "${FEDP2EFT_PY:-}" ]; then
+  step "Python reference venv (torch, transformers, peft) for the PEFT reload test"
+  scripts/reference/setup-venv.sh
+  export FEDP2EFT_PY="${FEDP2EFT_REF_VENV:-$root/.venv-ref}/bin/python"
 fi
 step "tests"
 cargo test --workspace
