@@ -17,9 +17,9 @@ use crate::workload::{client, default_base_dir, load_base_for, print_rank_map, D
 /// Client, data, base model and BT-LoRA hyper-parameters (shared with `personalize`).
 #[derive(Args, Debug, Clone)]
 pub struct LearnArgs {
-    /// Client id (e.g. seen-hi-0).
+    /// Client id (e.g. seen-hi-0); optional when --data holds a single client.
     #[arg(long)]
-    pub client: String,
+    pub client: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Base model folder [default: $HOME/bases/e5-<data>].
@@ -107,7 +107,7 @@ pub fn learn(
 pub fn run(args: &BtLoraArgs, home: &Path) -> Result<()> {
     let a = &args.learn;
     let bench = a.data.load(home)?;
-    let data = client(&bench, &a.client)?;
+    let data = client(&bench, a.client.as_deref())?;
     let lm = load_base_for(&a.base_dir(home), &bench)?;
     println!(
         "BT-LoRA on {} ({} train examples, L = {}, r_max = {})",

@@ -97,8 +97,16 @@ fn lambda_for(
 }
 
 pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
+    // Checked before any work (core checks again): a bad budget should not cost a λ run.
+    if a.budget == 0 || a.budget > a.learn.r_max {
+        return Err(fedp2eft_core::Error::Budget {
+            budget: a.budget,
+            r_max: a.learn.r_max,
+        }
+        .into());
+    }
     let bench = a.learn.data.load(home)?;
-    let data = client(&bench, &a.learn.client)?;
+    let data = client(&bench, a.learn.client.as_deref())?;
     let lm = load_base_for(&a.learn.base_dir(home), &bench)?;
     let psg = a.psg.as_deref().map(Psg::load).transpose()?;
     let lambda = match &psg {

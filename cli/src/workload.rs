@@ -83,8 +83,25 @@ pub fn load_base_for(dir: &Path, bench: &Benchmark) -> Result<LoadedModel> {
     Ok(lm)
 }
 
-/// The named client, or an error listing a few valid ids.
-pub fn client<'a>(bench: &'a Benchmark, id: &str) -> Result<&'a ClientData> {
+/// The named client (or the only one of a single-client data set), or an error listing a few
+/// valid ids.
+pub fn client<'a>(bench: &'a Benchmark, id: Option<&str>) -> Result<&'a ClientData> {
+    let Some(id) = id else {
+        if let [only] = bench.clients.as_slice() {
+            return Ok(only);
+        }
+        bail!(
+            "the data has {} clients: choose one with --client (e.g. {})",
+            bench.clients.len(),
+            bench
+                .clients
+                .iter()
+                .take(4)
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
     bench.client(id).with_context(|| {
         let some: Vec<&str> = bench
             .clients

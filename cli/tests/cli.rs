@@ -121,3 +121,121 @@ fn bench_dry_run_plans_workers_and_writes_nothing() -> Result<()> {
     assert!(!results.exists(), "a dry run must not write results");
     Ok(())
 }
+
+/// train-base → bt-lora → personalize on MiniLM with a JSON-lines file of real emoji items
+/// (English, two clients), then the typed errors of a bad budget and a missing base model.
+#[test]
+fn train_base_then_personalize_from_jsonl() -> Result<()> {
+    use fedp2eft_core::data::{load_emoji, write_jsonl, EmojiConfig};
+    let tmp = tempfile::tempdir()?;
+    let cfg = EmojiConfig {
+        locales: vec!["en".into()],
+        clients_per_language: 2,
+        ..Default::default()
+    };
+    let mut bench = load_emoji(&home::emojibase_dir(), &cfg)?;
+    bench
+        .clients
+        .retain(|c| c.pool == fedp2eft_core::data::Pool::Seen);
+    for c in &mut bench.clients {
+        c.train.truncate(48);
+        c.test.truncate(24);
+    }
+    let data = tmp.path().join("en.jsonl");
+    write_jsonl(&data, &bench)?;
+    let data = data.to_string_lossy().into_owned();
+    let base = tmp.path().join("base").to_string_lossy().into_owned();
+    let common = ["--data", data.as_str(), "--base", base.as_str()];
+    let out = fedp2eft(&[
+        "train-base",
+        "--model",
+        "minilm",
+        "--data",
+        &data,
+        "--epochs",
+        "2",
+        "--out",
+        &base,
+    ])?;
+    ensure!(out.status.success(), "train-base: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("base model saved"));
+    let client = bench.clients[0].id.clone();
+    let run = tmp.path().join("run").to_string_lossy().into_owned();
+    let mut args = vec![
+        "personalize",
+        "--budget",
+        "2",
+        "--bt-lora",
+        "--client",
+        &client,
+    ];
+    args.extend(common);
+    args.extend([
+        "--r-max",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--epochs",
+        "1",
+        "--max-len",
+        "32",
+    ]);
+    args.extend(["--out", &run]);
+    let out = fedp2eft(&args)?;
+    ensure!(out.status.success(), "personalize: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("test accuracy: before"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        tmp.path().join("run/report.json"),
+    )?)?;
+    assert_eq!(report["total_rank"], 2 * 38);
+    for f in [
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ] {
+        assert!(tmp.path().join("run").join(f).is_file(), "{f} missing");
+    }
+    assert!(tmp.path().join("run/merged/model.safetensors").is_file());
+    // Budget above r_max: a clear typed error, nothing written.
+    let bad = tmp.path().join("bad").to_string_lossy().into_owned();
+    let mut args = vec![
+        "personalize",
+        "--budget",
+        "5",
+        "--bt-lora",
+        "--client",
+        &client,
+    ];
+    args.extend(common);
+    args.extend(["--r-max", "4", "--epochs", "1", "--out", &bad]);
+    let out = fedp2eft(&args)?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid budget r=5"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No base model yet: says what to run.
+    let none = tmp.path().join("none").to_string_lossy().into_owned();
+    let out = fedp2eft(&[
+        "personalize",
+        "--budget",
+        "2",
+        "--bt-lora",
+        "--data",
+        &data,
+        "--client",
+        &client,
+        "--base",
+        &none,
+        "--out",
+        &bad,
+    ])?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("fedp2eft train-base"),
+        "{}",
+        text(&out.stderr)
+    );
+    Ok(())
+}
