@@ -145,6 +145,7 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let report_path = a.out.join("report.json");
     std::fs::write(&report_path, serde_json::to_string_pretty(&out.report)?)?;
+    let sp = crate::progress::spinner("writing the merged model and the PEFT adapter");
     let merged = LoadedModel {
         model: out.merged,
         tokenizer: lm.tokenizer,
@@ -156,6 +157,7 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
         &a.out.join("adapter"),
         &a.learn.base_dir(home).to_string_lossy(),
     )?;
+    sp.finish_and_clear();
     summary(&out.report);
     println!(
         "wrote {}, merged/ and adapter/ in {}",

@@ -127,7 +127,9 @@ pub fn run(a: &TrainBaseArgs, home: &Path) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_base_dir(home, &a.model.to_string(), &a.data.tag()));
+    let sp = crate::progress::spinner(format!("saving to {}", out.display()));
     save_base(&lm, &out).with_context(|| format!("saving to {}", out.display()))?;
+    sp.finish_and_clear();
     let seen = pool_accuracy(&lm, &bench, Pool::Seen, &bars)?;
     let unseen = pool_accuracy(&lm, &bench, Pool::Unseen, &bars)?;
     println!("base model saved to {}", out.display());

@@ -71,7 +71,9 @@ pub fn load_base_for(dir: &Path, bench: &Benchmark) -> Result<LoadedModel> {
             dir.display()
         );
     }
+    let sp = crate::progress::spinner(format!("loading base model {}", dir.display()));
     let lm = load_base(dir).with_context(|| format!("loading base model {}", dir.display()))?;
+    sp.finish_and_clear();
     if lm.manifest.label_names != bench.label_names {
         bail!(
             "base model {} was trained for labels {:?}, the data has {:?}",
