@@ -110,6 +110,24 @@ fn stage_one_moves_lambda_and_stage_two_fits_the_psg_towards_it() -> anyhow::Res
         .count();
     assert!(moved > lam0.len() / 2, "only {moved} λ moved");
     assert!(learned.raw.iter().all(|v| v.is_finite()));
+    // Once B leaves its init the Laplace term (∝ |B − B0| / λ²) pulls λ up from the floor; if
+    // B0 aliased B (a detached view of the variable) every λ would fall in lockstep instead.
+    assert!(
+        learned.raw.iter().any(|&v| v > 1e-3),
+        "no λ rose: the Laplace term is inert"
+    );
+    let mut distinct: Vec<i64> = learned
+        .raw
+        .iter()
+        .map(|v| (v * 1e6).round() as i64)
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() > model.num_adapted(),
+        "λ barely differ: {}",
+        distinct.len()
+    );
     assert!(learned
         .clamped(&PriorConfig::default())
         .iter()

@@ -168,7 +168,7 @@ pub fn run(workload: Workload, spec: &ModelSpec, shape: Shape, home: &Path) -> R
                 ..TrainConfig::default()
             };
             let params = Params::adapters(model);
-            let objective = Objective::bayes_tune(model, PriorConfig::default(), rows.len());
+            let objective = Objective::bayes_tune(model, PriorConfig::default(), rows.len())?;
             let (model, rows) = (&*model, &rows);
             Box::new(move || {
                 let data = Dataset {

@@ -45,7 +45,7 @@ pub fn learn_lambda(
     model.clear_adapters();
     init.install_full(&mut model, lambda_init)?;
     let params = Params::adapters(&model);
-    let objective = Objective::bayes_tune(&model, *priors, train_set.examples.len());
+    let objective = Objective::bayes_tune(&model, *priors, train_set.examples.len())?;
     let report = train(&model, train_set, cfg, &params, &objective, "bt-lora", ctl)?;
     Ok(LearnedLambda {
         raw: read_lambda(&model, init.config.r)?,

@@ -56,14 +56,21 @@ pub enum Objective {
 }
 
 impl Objective {
-    /// Snapshots the current B of every adapter as the Laplace centre.
-    pub fn bayes_tune(model: &SeqClassifier, priors: PriorConfig, n: usize) -> Self {
+    /// Snapshots the current B of every adapter as the Laplace centre. A copy, not `detach()`:
+    /// a detached tensor shares the variable's storage, which the optimiser updates in place,
+    /// and |B − B0| would then stay zero.
+    pub fn bayes_tune(model: &SeqClassifier, priors: PriorConfig, n: usize) -> Result<Self> {
         let b0 = model
             .linears()
             .iter()
-            .map(|l| l.adapter.as_ref().map(|a| a.b.as_tensor().detach()))
-            .collect();
-        Objective::BayesTune { priors, b0, n }
+            .map(|l| {
+                l.adapter
+                    .as_ref()
+                    .map(|a| a.b.as_tensor().copy())
+                    .transpose()
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Objective::BayesTune { priors, b0, n })
     }
 }
 
