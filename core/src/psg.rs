@@ -287,3 +287,70 @@ impl Psg {
 fn json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Config(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn psg() -> Result<Psg> {
+        let meta = PsgMeta {
+            base_model: "m".into(),
+            num_layers: 3,
+            r_max: 4,
+            feature_layout: FEATURE_LAYOUT.into(),
+        };
+        Psg::new(meta, PsgConfig::default(), 1)
+    }
+
+    #[test]
+    fn shapes_and_init_follow_the_authors() -> Result<()> {
+        let p = psg()?;
+        // hidden = 2 · input (2L = 6) = 12; output L · r_max = 12.
+        assert_eq!(p.w1.dims(), [12, 6]);
+        assert_eq!(p.w2.dims(), [12, 12]);
+        assert_eq!(p.slope.as_tensor().to_vec1::<f32>()?, vec![0.25]);
+        let y = p.predict(&[0.1, 1.0, -0.3, 2.0, 0.0, 0.5])?;
+        assert!(y.iter().all(|&v| (v - 1e-4).abs() < 1e-6), "{y:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn nan_in_features_target_or_file_is_rejected() -> Result<()> {
+        let p = psg()?;
+        let x = [0.1f32; 6];
+        assert!(matches!(p.predict(&[f32::NAN; 6]), Err(Error::Data(_))));
+        assert!(matches!(p.predict(&x[..5]), Err(Error::Mismatch(_))));
+        let mut t = vec![0.5f32; 12];
+        t[3] = f32::INFINITY;
+        assert!(matches!(p.regress(&x, &t), Err(Error::Data(_))));
+        assert!(matches!(p.regress(&x, &t[..11]), Err(Error::Mismatch(_))));
+        let dir = std::env::temp_dir().join(format!("psg-nan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("psg.safetensors");
+        p.b2.set(&Tensor::full(f32::NAN, 12, &Device::Cpu)?)?;
+        p.save(&path)?;
+        assert!(matches!(Psg::load(&path), Err(Error::Format { .. })));
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(())
+    }
+
+    #[test]
+    fn another_model_or_layout_is_refused() -> Result<()> {
+        let mut p = psg()?;
+        assert!(p.check_compatible("m", 3).is_ok());
+        assert!(matches!(
+            p.check_compatible("other", 3),
+            Err(Error::Mismatch(_))
+        ));
+        assert!(matches!(
+            p.check_compatible("m", 4),
+            Err(Error::Mismatch(_))
+        ));
+        p.meta.feature_layout = "something-else".into();
+        assert!(matches!(
+            p.check_compatible("m", 3),
+            Err(Error::Mismatch(_))
+        ));
+        Ok(())
+    }
+}
