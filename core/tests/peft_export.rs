@@ -3,7 +3,6 @@
 //! `tests/python/check_peft_export.py` (torch 2.15.0, transformers 5.24.0, peft 0.21.2, from
 //! scripts/reference/setup-venv.sh) reloads both and reproduces the Rust logits.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -11,6 +10,9 @@ use candle_core::{Device, Tensor};
 use fedp2eft_core::adapter::bt_lora::init_a;
 use fedp2eft_core::adapter::{export_peft, BtLora, Lambda};
 use fedp2eft_core::model::save::{hf_module_path, BERT_PREFIX};
+
+mod common;
+use common::{reference_python, repo_root};
 use fedp2eft_core::model::{load_hf, save_hf_classifier, HfTokenizer, SeqClassifier, Tokenize};
 use fedp2eft_core::train::batch::{make_batch, Encoded};
 use rand::{Rng, SeedableRng};
@@ -71,25 +73,6 @@ fn install_adapters(model: &mut SeqClassifier) -> anyhow::Result<()> {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
     Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
-}
-
-/// The reference python: `$FEDP2EFT_PY`, else `.venv-ref/bin/python` in the repository root.
-fn reference_python() -> anyhow::Result<PathBuf> {
-    if let Some(py) = std::env::var_os("FEDP2EFT_PY").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(py));
-    }
-    let venv = repo_root().join(".venv-ref/bin/python");
-    if venv.exists() {
-        return Ok(venv);
-    }
-    bail!(
-        "no reference python: run scripts/reference/setup-venv.sh (creates .venv-ref with torch, \
-         transformers and peft) or set FEDP2EFT_PY to a python that has them"
-    )
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 #[test]
