@@ -5,6 +5,7 @@ pub mod control;
 pub mod data;
 pub mod error;
 pub mod features;
+pub mod federated;
 pub mod home;
 pub mod mem;
 pub mod model;

@@ -110,6 +110,20 @@ impl Psg {
         })
     }
 
+    /// An independent copy: `clone()` shares the variables (and so every update to them).
+    pub fn duplicate(&self) -> Result<Self> {
+        let copy = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().copy()?)?) };
+        Ok(Self {
+            meta: self.meta.clone(),
+            config: self.config.clone(),
+            w1: copy(&self.w1)?,
+            b1: copy(&self.b1)?,
+            slope: copy(&self.slope)?,
+            w2: copy(&self.w2)?,
+            b2: copy(&self.b2)?,
+        })
+    }
+
     pub fn vars(&self) -> Vec<Var> {
         vec![
             self.w1.clone(),

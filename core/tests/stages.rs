@@ -157,3 +157,51 @@ fn stage_one_moves_lambda_and_stage_two_fits_the_psg_towards_it() -> anyhow::Res
     assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
     Ok(())
 }
+
+#[test]
+fn a_client_round_returns_an_updated_copy_of_the_psg() -> anyhow::Result<()> {
+    use fedp2eft_core::federated::{client_round, RoundConfig};
+    let dir = fedp2eft_core::home::minilm_dir();
+    let cfg = EmojiConfig {
+        locales: vec!["en".into()],
+        ..Default::default()
+    };
+    let bench = load_emoji(&fedp2eft_core::home::emojibase_dir(), &cfg)?;
+    let client = bench.client("seen-en-2").expect("client");
+    let model = load_hf(&dir, bench.num_labels, 42, &Device::Cpu)?;
+    let tok = HfTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let r = 4;
+    let meta = PsgMeta {
+        base_model: model.model_id(),
+        num_layers: model.num_adapted(),
+        r_max: r,
+        feature_layout: FEATURE_LAYOUT.into(),
+    };
+    let global = Psg::new(meta, PsgConfig::default(), 42)?;
+    let before = global.b2.as_tensor().to_vec1::<f32>()?;
+    let round = RoundConfig {
+        lora: LoraConfig {
+            r,
+            lora_alpha: 8.0,
+            seed: 42,
+        },
+        train: TrainConfig {
+            epochs: 1,
+            max_len: 32,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let up = client_round(&model, &tok, client, &global, &round, &Control::default())?;
+    assert_eq!(up.num_samples, client.train.len());
+    assert_eq!(up.stage2_loss.len(), 10);
+    assert!(up.stage1.steps > 0);
+    // The update moved; the global PSG it started from did not (no shared variables).
+    assert_ne!(up.psg.b2.as_tensor().to_vec1::<f32>()?, before);
+    assert_eq!(global.b2.as_tensor().to_vec1::<f32>()?, before);
+    // A PSG for another L or r_max is refused before any work.
+    let mut bad = round.clone();
+    bad.lora.r = 8;
+    assert!(client_round(&model, &tok, client, &global, &bad, &Control::default()).is_err());
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! One selected client's work in a round (method.md §3.3): features x_c of the local train set
+//! (LoRA off) → λ_init = PSG(x_c) → stage 1: BT-LoRA with CE + priors for the local epochs →
+//! stage 2: the PSG's L1 regression onto the RAW learned λ (fresh Adam, 10 steps) → the updated
+//! PSG and the sample count go back to the server. LoRA weights never leave the client.
+use serde::Serialize;
+
+use crate::adapter::{AdapterInit, LoraConfig, PriorConfig};
+use crate::baselines::learn_lambda;
+use crate::control::Control;
+use crate::data::ClientData;
+use crate::model::{SeqClassifier, Tokenize};
+use crate::psg::Psg;
+use crate::train::{encode_all, Dataset, TrainConfig, TrainReport};
+use crate::{features, Error, Result};
+
+/// Stage-1 hyper-parameters (the PSG carries its own stage-2 ones).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoundConfig {
+    pub lora: LoraConfig,
+    pub train: TrainConfig,
+    pub priors: PriorConfig,
+}
+
+/// What a client sends back (plus metrics it may report).
+pub struct ClientUpdate {
+    /// The global PSG after stage 2 on this client (an independent copy).
+    pub psg: Psg,
+    /// Local training examples used: the FedAvg weight.
+    pub num_samples: usize,
+    pub stage1: TrainReport,
+    pub stage2_loss: Vec<f32>,
+    /// Mean of the learned raw λ.
+    pub mean_lambda: f32,
+}
+
+pub fn client_round(
+    base: &SeqClassifier,
+    tok: &dyn Tokenize,
+    client: &ClientData,
+    global: &Psg,
+    cfg: &RoundConfig,
+    ctl: &Control,
+) -> Result<ClientUpdate> {
+    global.check_compatible(&base.model_id(), base.num_adapted())?;
+    if global.meta.r_max != cfg.lora.r {
+        return Err(Error::Mismatch(format!(
+            "PSG r_max {} differs from the LoRA config's {}",
+            global.meta.r_max, cfg.lora.r
+        )));
+    }
+    let enc = encode_all(&client.train, tok, cfg.train.max_len, base.num_labels())?;
+    let set = Dataset {
+        examples: &enc,
+        pad_id: tok.pad_id(),
+    };
+    let x = features::extract(base, &set, ctl)?;
+    let lambda_init = global.predict(&x)?;
+    let init = AdapterInit::new(base, cfg.lora.clone())?;
+    let learned = learn_lambda(
+        base,
+        &set,
+        &init,
+        &lambda_init,
+        &cfg.train,
+        &cfg.priors,
+        ctl,
+    )?;
+    ctl.cancel.check()?;
+    let psg = global.duplicate()?;
+    let stage2_loss = psg.regress(&x, &learned.raw)?;
+    let mean_lambda = learned.raw.iter().sum::<f32>() / learned.raw.len().max(1) as f32;
+    Ok(ClientUpdate {
+        psg,
+        num_samples: enc.len(),
+        stage1: learned.report,
+        stage2_loss,
+        mean_lambda,
+    })
+}
