@@ -22,8 +22,11 @@ pub struct PersonalizeArgs {
     #[arg(long, conflicts_with_all = ["bt_lora", "lambda"])]
     pub psg: Option<PathBuf>,
     /// The BT-LoRA baseline: learn λ on this client first (or reuse --lambda).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "lora")]
     pub bt_lora: bool,
+    /// The plain LoRA baseline: rank = budget on every layer, λ = 1.
+    #[arg(long, conflicts_with = "lambda")]
+    pub lora: bool,
     /// A λ file from `fedp2eft bt-lora` (implies --bt-lora).
     #[arg(long)]
     pub lambda: Option<PathBuf>,
@@ -111,8 +114,9 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
     let psg = a.psg.as_deref().map(Psg::load).transpose()?;
     let lambda = match &psg {
         Some(_) => None,
+        None if a.lora => None,
         None if a.bt_lora || a.lambda.is_some() => Some(lambda_for(a, &lm, data)?),
-        None => bail!("choose where λ comes from: --psg FILE, or --bt-lora [--lambda FILE]"),
+        None => bail!("choose where λ comes from: --psg FILE, --bt-lora [--lambda FILE] or --lora"),
     };
     let priors = PriorConfig::default();
     let structure = match (&psg, &lambda) {
@@ -121,7 +125,7 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
             raw,
             priors: &priors,
         },
-        (None, None) => unreachable!("handled above"),
+        (None, None) => Structure::Lora,
     };
     let mut cfg = PersonalizeConfig::new(a.budget);
     cfg.lora = LoraConfig {

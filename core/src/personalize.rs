@@ -19,6 +19,9 @@ use crate::{features, Error, Result};
 pub enum Structure<'a> {
     /// FedP²EFT: λ̂ = PSG(features of the client's train set).
     Psg(&'a Psg),
+    /// The plain LoRA baseline: rank r on every layer, λ fixed at one (with α = 2r its scaling
+    /// equals BT-LoRA's α/r_max = 2).
+    Lora,
     /// A given λ (L·r_max values), e.g. from a file.
     Lambda(&'a [f32]),
     /// The BT-LoRA baseline: λ learned on this client; pruned with the clamped values (what the
@@ -155,6 +158,11 @@ pub fn personalize(
             psg.predict(&x)?
         }
         Structure::Lambda(l) => l.to_vec(),
+        // Equal λ everywhere: the tie rule (lower rank index first) keeps ranks 0..r of every
+        // layer only if each layer's first r entries rank above the rest, so build them so.
+        Structure::Lora => (0..base.num_adapted() * r_max)
+            .map(|i| if i % r_max < cfg.budget { 1.0 } else { 0.0 })
+            .collect(),
         Structure::Learned { raw, priors } => {
             key = Some(raw);
             let (lo, hi) = (priors.clamp_min as f32, priors.clamp_max as f32);

@@ -240,3 +240,24 @@ fn psg_round_trips_and_refuses_another_model() -> anyhow::Result<()> {
     assert!(matches!(Psg::load(&path), Err(Error::Format { .. })));
     Ok(())
 }
+
+#[test]
+fn plain_lora_baseline_has_rank_r_everywhere_and_unit_lambda() -> anyhow::Result<()> {
+    let f = fixture()?;
+    let out = personalize(
+        &f.model,
+        &f.tok,
+        &f.client,
+        Structure::Lora,
+        &small_cfg(2),
+        &Control::default(),
+    )?;
+    assert!(out.report.ranks.iter().all(|l| l.rank == 2));
+    for lin in out.adapted.linears() {
+        let a = lin.adapter.as_ref().expect("every layer adapted");
+        assert_eq!(a.ranks, vec![0, 1]);
+        assert_eq!(a.lambda.tensor().to_vec1::<f32>()?, vec![1.0, 1.0]);
+        assert!((a.scaling - 2.0).abs() < 1e-12, "α/r_max = 16/8");
+    }
+    Ok(())
+}
