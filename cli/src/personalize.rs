@@ -19,7 +19,7 @@ pub struct PersonalizeArgs {
     #[arg(long)]
     pub budget: usize,
     /// A trained PSG (safetensors) giving λ̂ from the client's features.
-    #[arg(long, conflicts_with_all = ["bt_lora", "lambda"])]
+    #[arg(long, conflicts_with_all = ["bt_lora", "lambda", "lora"])]
     pub psg: Option<PathBuf>,
     /// The BT-LoRA baseline: learn λ on this client first (or reuse --lambda).
     #[arg(long, conflicts_with = "lora")]
