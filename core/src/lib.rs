@@ -4,6 +4,7 @@ pub mod baselines;
 pub mod control;
 pub mod data;
 pub mod error;
+pub mod evaluation;
 pub mod features;
 pub mod federated;
 pub mod home;

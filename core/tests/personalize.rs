@@ -261,3 +261,36 @@ fn plain_lora_baseline_has_rank_r_everywhere_and_unit_lambda() -> anyhow::Result
     }
     Ok(())
 }
+
+#[test]
+fn pool_evaluation_pools_per_language_and_averages() -> anyhow::Result<()> {
+    use fedp2eft_core::data::Pool;
+    use fedp2eft_core::evaluation::{evaluate_pool, pool_clients, Method};
+    let f = fixture()?;
+    let cfg = EmojiConfig {
+        locales: vec!["en".into()],
+        ..Default::default()
+    };
+    let bench = load_emoji(&fedp2eft_core::home::emojibase_dir(), &cfg)?;
+    let clients = pool_clients(&bench, Pool::Unseen, Some(2));
+    assert_eq!(clients.len(), 2);
+    assert!(clients.iter().all(|c| c.pool == Pool::Unseen));
+    let res = evaluate_pool(
+        &f.model,
+        &f.tok,
+        &clients,
+        Pool::Unseen,
+        Method::Lora,
+        &small_cfg(2),
+        &Control::default(),
+    )?;
+    let (correct, total) = res.per_language["en"];
+    assert_eq!(total, clients.iter().map(|c| c.test.len()).sum::<usize>());
+    // One language: the mean over languages is that language's pooled accuracy.
+    assert!((res.accuracy - 100.0 * correct as f64 / total as f64).abs() < 1e-9);
+    assert_eq!(
+        (res.clients, res.budget, res.method.as_str()),
+        (2, 2, "LoRA")
+    );
+    Ok(())
+}
