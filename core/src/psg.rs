@@ -134,6 +134,11 @@ impl Psg {
         ]
     }
 
+    /// Variables under their file names, in file order.
+    pub fn named_vars(&self) -> Vec<(&'static str, Var)> {
+        NAMES.iter().copied().zip(self.vars()).collect()
+    }
+
     pub fn num_parameters(&self) -> usize {
         self.vars().iter().map(|v| v.elem_count()).sum()
     }

@@ -1,0 +1,54 @@
+//! The PSG through the wire format: encode → decode → the same PSG, and FedAvg of two client
+//! PSGs equals the sample-weighted mean of their parameters computed by hand.
+use fedp2eft_core::federated::convert::{from_params, layout, to_params};
+use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
+use fedp2eft_wire::{fedavg, Limits, PsgParams, UpdateMeta};
+
+fn psg(seed: u64) -> anyhow::Result<Psg> {
+    let meta = PsgMeta {
+        base_model: "test-model|L3".into(),
+        num_layers: 3,
+        r_max: 4,
+        feature_layout: FEATURE_LAYOUT.into(),
+    };
+    let mut cfg = PsgConfig::default();
+    cfg.init_gain = 1.0; // visible weights, so averaging is checked on real numbers
+    Ok(Psg::new(meta, cfg, seed)?)
+}
+
+#[test]
+fn a_psg_survives_the_wire_unchanged() -> anyhow::Result<()> {
+    let p = psg(1)?;
+    let lay = layout(&p);
+    let spec = lay.spec()?;
+    let bytes = to_params(&p)?.encode(&UpdateMeta::new("run-1", 0, "c1", 66))?;
+    let (params, meta): (PsgParams, UpdateMeta) =
+        PsgParams::decode(&bytes, &spec, &Limits::for_spec(&spec))?;
+    assert_eq!((meta.num_samples, meta.client.as_str()), (66, "c1"));
+    let back = from_params(&lay, PsgConfig::default(), &params)?;
+    let x: Vec<f32> = (0..6).map(|i| i as f32 * 0.3 - 0.5).collect();
+    assert_eq!(p.predict(&x)?, back.predict(&x)?);
+    Ok(())
+}
+
+#[test]
+fn fedavg_of_two_psgs_is_their_weighted_mean() -> anyhow::Result<()> {
+    let (a, b) = (psg(1)?, psg(2)?);
+    let (pa, pb) = (to_params(&a)?, to_params(&b)?);
+    let avg = fedavg(&[(&pa, 1), (&pb, 3)])?;
+    for (name, t) in avg.iter() {
+        let (x, y) = (pa.get(name).expect("a"), pb.get(name).expect("b"));
+        for ((m, u), v) in t.data().iter().zip(x.data()).zip(y.data()) {
+            let want = (0.25f64 * *u as f64 + 0.75 * *v as f64) as f32;
+            assert!(
+                (m - want).abs() <= f32::EPSILON * want.abs().max(1.0),
+                "{name}: {m} vs {want}"
+            );
+        }
+    }
+    // Parameters for another layout are refused.
+    let mut other = layout(&a);
+    other.num_layers = 4;
+    assert!(from_params(&other, PsgConfig::default(), &avg).is_err());
+    Ok(())
+}
