@@ -11,8 +11,11 @@ fn psg(seed: u64) -> anyhow::Result<Psg> {
         r_max: 4,
         feature_layout: FEATURE_LAYOUT.into(),
     };
-    let mut cfg = PsgConfig::default();
-    cfg.init_gain = 1.0; // visible weights, so averaging is checked on real numbers
+    // Visible weights, so averaging is checked on real numbers.
+    let cfg = PsgConfig {
+        init_gain: 1.0,
+        ..Default::default()
+    };
     Ok(Psg::new(meta, cfg, seed)?)
 }
 
