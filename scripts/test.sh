@@ -13,6 +13,7 @@ step "format"
 cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p fedp2eft-core --features client --all-targets -- -D warnings
 step "release build of the CLI"
 cargo build --release -p fedp2eft-cli
 step "fetch models and data (skips what is present)"

@@ -41,6 +41,13 @@ pub enum Error {
     Config(String),
     #[error("data: {0}")]
     Data(String),
+    /// The federation server refused a request or could not be reached (after retries).
+    #[error("server: {code}{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Server {
+        status: Option<u16>,
+        code: String,
+        message: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,222 @@
+//! The HTTP client of a federated round (feature `client`): poll for a task, download φ_k,
+//! run stage 1 + stage 2 with core, upload. Blocking by design (the FFI calls it from a worker
+//! thread); transient failures (connection errors, 5xx, 429) are retried with exponential
+//! backoff, and every wait checks the cancellation token.
+use std::time::Duration;
+
+use fedp2eft_wire::{
+    routes, ErrorBody, Limits, PsgLayout, PsgParams, RoundMeta, Task, UpdateMeta, UploadAccepted,
+};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use routes::PAYLOAD_CONTENT_TYPE;
+
+use super::convert::{from_params, to_params};
+use super::round::{client_round, ClientUpdate, RoundConfig};
+use crate::control::Control;
+use crate::data::ClientData;
+use crate::model::{SeqClassifier, Tokenize};
+use crate::psg::PsgConfig;
+use crate::{Error, Result};
+
+/// Retries of transient failures.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One enrolled client of one run on one server.
+pub struct FedClient {
+    base: String,
+    run: String,
+    token: String,
+    http: Client,
+    pub retry: RetryPolicy,
+}
+
+/// What `join_round` did.
+pub enum RoundOutcome {
+    /// Trained and uploaded round `round`.
+    Uploaded {
+        round: u32,
+        accepted: UploadAccepted,
+        update: Box<ClientUpdate>,
+    },
+    /// The run is over; φ_R is at this round.
+    Finished { round: u32 },
+}
+
+fn http_err(e: reqwest::Error) -> Error {
+    Error::Server {
+        status: e.status().map(|s| s.as_u16()),
+        code: "transport".into(),
+        message: e.to_string(),
+    }
+}
+
+fn sleep_cancellable(d: Duration, ctl: &Control) -> Result<()> {
+    let step = Duration::from_millis(100);
+    let mut left = d;
+    while !left.is_zero() {
+        ctl.cancel.check()?;
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+    ctl.cancel.check()
+}
+
+impl FedClient {
+    pub fn new(server: &str, run: &str, token: &str) -> Result<Self> {
+        let http = Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(http_err)?;
+        Ok(Self {
+            base: server.trim_end_matches('/').to_string(),
+            run: run.to_string(),
+            token: token.to_string(),
+            http,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// Sends `make()` with retries; a 4xx answer becomes `Error::Server` with the wire code.
+    fn send(&self, ctl: &Control, make: impl Fn() -> RequestBuilder) -> Result<Response> {
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 0;
+        loop {
+            ctl.cancel.check()?;
+            attempt += 1;
+            let res = make().bearer_auth(&self.token).send();
+            let transient = match &res {
+                Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            };
+            if transient && attempt < self.retry.attempts {
+                tracing::warn!(
+                    attempt,
+                    "transient failure talking to {}, retrying",
+                    self.base
+                );
+                sleep_cancellable(delay, ctl)?;
+                delay = (delay * 2).min(self.retry.max_delay);
+                continue;
+            }
+            let r = res.map_err(http_err)?;
+            if r.status().is_success() {
+                return Ok(r);
+            }
+            let status = r.status().as_u16();
+            let text = r.text().unwrap_or_default();
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(b) => Error::Server {
+                    status: Some(status),
+                    code: b.error.code.as_str().to_string(),
+                    message: b.error.message,
+                },
+                Err(_) => Error::Server {
+                    status: Some(status),
+                    code: "http".into(),
+                    message: text.chars().take(200).collect(),
+                },
+            });
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn task(&self, ctl: &Control) -> Result<Task> {
+        let url = self.url(&routes::task(&self.run));
+        self.send(ctl, || self.http.get(&url))?
+            .json()
+            .map_err(http_err)
+    }
+
+    /// Downloads φ_round, verified against the run's layout.
+    pub fn download(&self, path: &str, layout: &PsgLayout, ctl: &Control) -> Result<PsgParams> {
+        let url = self.url(path);
+        let bytes = self
+            .send(ctl, || self.http.get(&url))?
+            .bytes()
+            .map_err(http_err)?;
+        let spec = layout.spec().map_err(wire)?;
+        let (params, _meta): (PsgParams, RoundMeta) =
+            PsgParams::decode(&bytes, &spec, &Limits::for_spec(&spec)).map_err(wire)?;
+        Ok(params)
+    }
+
+    pub fn upload(&self, path: &str, body: Vec<u8>, ctl: &Control) -> Result<UploadAccepted> {
+        let url = self.url(path);
+        let r = self.send(ctl, || {
+            self.http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, PAYLOAD_CONTENT_TYPE)
+                .body(body.clone())
+        })?;
+        r.json().map_err(http_err)
+    }
+
+    /// Waits for a training task (or the end of the run), then trains and uploads one round.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_round(
+        &self,
+        client_id: &str,
+        base: &SeqClassifier,
+        tok: &dyn Tokenize,
+        data: &ClientData,
+        layout: &PsgLayout,
+        cfg: &RoundConfig,
+        ctl: &Control,
+    ) -> Result<RoundOutcome> {
+        let train = loop {
+            match self.task(ctl)? {
+                Task::Train(t) => break t,
+                Task::Finished(p) => return Ok(RoundOutcome::Finished { round: p.round }),
+                Task::Wait { retry_after_s } => sleep_cancellable(
+                    Duration::from_secs(u64::from(retry_after_s.clamp(1, 60))),
+                    ctl,
+                )?,
+            }
+        };
+        let params = self.download(&train.psg.psg, layout, ctl)?;
+        let global = from_params(layout, PsgConfig::default(), &params)?;
+        let update = client_round(base, tok, data, &global, cfg, ctl)?;
+        let out = to_params(&update.psg)?;
+        out.check_finite().map_err(wire)?;
+        let meta = UpdateMeta::new(
+            &self.run,
+            train.psg.round,
+            client_id,
+            update.num_samples as u64,
+        );
+        let body = out.encode(&meta).map_err(wire)?;
+        let accepted = self.upload(&train.upload, body, ctl)?;
+        Ok(RoundOutcome::Uploaded {
+            round: train.psg.round,
+            accepted,
+            update: Box::new(update),
+        })
+    }
+}
+
+fn wire(e: fedp2eft_wire::Error) -> Error {
+    Error::Server {
+        status: None,
+        code: e.code().as_str().to_string(),
+        message: e.to_string(),
+    }
+}
