@@ -220,3 +220,73 @@ fn wire(e: fedp2eft_wire::Error) -> Error {
         message: e.to_string(),
     }
 }
+
+/// The operator's side: create a run with φ_0 and enroll clients (admin token).
+pub struct Admin {
+    inner: FedClient,
+}
+
+impl Admin {
+    pub fn new(server: &str, admin_token: &str) -> Result<Self> {
+        Ok(Self {
+            inner: FedClient::new(server, "", admin_token)?,
+        })
+    }
+
+    /// Creates `run` with the initial PSG `psg0` (its layout travels in the payload).
+    pub fn create_run(
+        &self,
+        run: &fedp2eft_wire::CreateRun,
+        psg0: &crate::psg::Psg,
+        ctl: &Control,
+    ) -> Result<fedp2eft_wire::RunCreated> {
+        let body = to_params(psg0)?.encode(run).map_err(wire)?;
+        let c = &self.inner;
+        let url = c.url(routes::CREATE_RUN);
+        let r = c.send(ctl, || {
+            c.http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, PAYLOAD_CONTENT_TYPE)
+                .body(body.clone())
+        })?;
+        r.json().map_err(http_err)
+    }
+
+    /// Enrolls a client into a pool; the answer holds its token (shown only this once).
+    pub fn enroll(
+        &self,
+        run: &str,
+        client: &str,
+        pool: fedp2eft_wire::Pool,
+        ctl: &Control,
+    ) -> Result<fedp2eft_wire::Enrolled> {
+        let c = &self.inner;
+        let url = c.url(&routes::enroll(run));
+        let req = fedp2eft_wire::Enroll {
+            client: client.to_string(),
+            pool,
+        };
+        c.send(ctl, || c.http.post(&url).json(&req))?
+            .json()
+            .map_err(http_err)
+    }
+
+    /// The current state of a run.
+    pub fn status(&self, run: &str, ctl: &Control) -> Result<fedp2eft_wire::RunStatus> {
+        let c = &self.inner;
+        let url = c.url(&routes::run(run));
+        c.send(ctl, || c.http.get(&url))?.json().map_err(http_err)
+    }
+
+    /// Downloads φ_round of `run` (e.g. the final PSG).
+    pub fn psg(
+        &self,
+        run: &str,
+        round: u32,
+        layout: &PsgLayout,
+        ctl: &Control,
+    ) -> Result<crate::psg::Psg> {
+        let params = self.inner.download(&routes::psg(run, round), layout, ctl)?;
+        from_params(layout, PsgConfig::default(), &params)
+    }
+}
