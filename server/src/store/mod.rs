@@ -8,6 +8,7 @@
 mod api;
 mod records;
 mod sqlite;
+mod sqlite_rows;
 #[cfg(test)]
 mod tests;
 
