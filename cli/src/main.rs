@@ -4,9 +4,12 @@ mod bench;
 mod bt_lora;
 mod fetch;
 mod inspect;
+mod join;
 mod models;
 mod personalize;
 mod progress;
+mod serve;
+mod simulate;
 mod train_base;
 mod workload;
 
@@ -44,6 +47,12 @@ enum Cmd {
     BtLora(bt_lora::BtLoraArgs),
     /// Personalize one client at a budget: PSG or BT-LoRA λ → prune → fine-tune → merge/export.
     Personalize(personalize::PersonalizeArgs),
+    /// Run the aggregation server (SQLite by default, PostgreSQL by URL).
+    Serve(serve::ServeArgs),
+    /// Take part in a federated run as one client until it finishes.
+    Join(join::JoinArgs),
+    /// A whole FedP²EFT experiment over loopback HTTP: train the PSG, compare with LoRA.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +69,9 @@ fn main() -> ExitCode {
         Cmd::TrainBase(a) => train_base::run(&a, &home),
         Cmd::BtLora(a) => bt_lora::run(&a, &home),
         Cmd::Personalize(a) => personalize::run(&a, &home),
+        Cmd::Serve(a) => serve::run(&a, &home),
+        Cmd::Join(a) => join::run(&a, &home),
+        Cmd::Simulate(a) => simulate::run(&a, &home),
     };
     // The error chain is for people: no backtrace, one cause per line.
     match res {

@@ -196,6 +196,45 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         assert!(tmp.path().join("run").join(f).is_file(), "{f} missing");
     }
     assert!(tmp.path().join("run/merged/model.safetensors").is_file());
+    // The whole federated experiment over loopback HTTP on the same base model.
+    let sim = tmp.path().join("sim").to_string_lossy().into_owned();
+    let mut args = vec![
+        "simulate",
+        "--clients",
+        "2",
+        "--fraction",
+        "1",
+        "--rounds",
+        "1",
+    ];
+    args.extend(common);
+    args.extend([
+        "--r-max",
+        "4",
+        "--budgets",
+        "2",
+        "--eval-clients",
+        "1",
+        "--max-len",
+        "32",
+    ]);
+    args.extend(["--out", &sim]);
+    let out = fedp2eft(&args)?;
+    ensure!(out.status.success(), "simulate: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("seen FedP2EFT"), "{stdout}");
+    for f in [
+        "psg-round-0.safetensors",
+        "psg-round-1.safetensors",
+        "results.json",
+    ] {
+        assert!(tmp.path().join("sim").join(f).is_file(), "{f} missing");
+    }
+    let res: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        tmp.path().join("sim/results.json"),
+    )?)?;
+    // 2 pools × 1 budget × 2 methods.
+    assert_eq!(res["results"].as_array().map(Vec::len), Some(4));
     // Budget above r_max: a clear typed error, nothing written.
     let bad = tmp.path().join("bad").to_string_lossy().into_owned();
     let mut args = vec![

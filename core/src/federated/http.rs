@@ -139,6 +139,14 @@ impl FedClient {
         format!("{}{path}", self.base)
     }
 
+    /// The run's state and PSG layout.
+    pub fn status(&self, ctl: &Control) -> Result<fedp2eft_wire::RunStatus> {
+        let url = self.url(&routes::run(&self.run));
+        self.send(ctl, || self.http.get(&url))?
+            .json()
+            .map_err(http_err)
+    }
+
     pub fn task(&self, ctl: &Control) -> Result<Task> {
         let url = self.url(&routes::task(&self.run));
         self.send(ctl, || self.http.get(&url))?
