@@ -606,6 +606,10 @@ fn r3(x: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Other processes' load skews every figure on a shared machine: recorded with them.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
     let n = args.clients;
     ensure!(n >= 1, "--clients must be at least 1");
     let concurrency = args.concurrency.unwrap_or(n).max(1);
@@ -904,6 +908,7 @@ async fn main() -> Result<()> {
         "date": today(),
         "commit": git_commit(),
         "cpu": cpu_model(),
+        "loadavg_1m_at_start": loadavg,
         "clients": n,
         "concurrency": concurrency,
         "seed": args.seed,
@@ -1001,12 +1006,13 @@ fn markdown(dir: &Path) -> Result<String> {
     files.sort();
     let mut md = String::from(
         "# Server load benchmark\n\n\
-         Written by `scripts/bench-server.sh` (`server/examples/load.rs`; one JSON file per date, \
-         this table regenerated from all of them). The release `fedp2eft-server` runs as a child \
+         Written by `scripts/bench-server.sh` (`server/examples/load.rs`; one JSON file per run, \
+         `server-load-<date>[-<variant>].json`, this table regenerated from all of them). The release `fedp2eft-server` runs as a child \
          process on SQLite (WAL, `synchronous = FULL`) in a temporary directory, default \
          configuration; N clients (tokio tasks sharing one reqwest connection pool, loopback \
          HTTP/1.1) are all selected in round 0 of a run with the default model's PSG layout \
-         (L = 74, r_max = 32, hidden_mul 2). Client and server share the machine's CPUs.\n\n\
+         (L = 74, r_max = 32, hidden_mul 2). Client and server share the machine's CPUs; `load` is the 1-minute load average \
+         when the benchmark started (other processes included).\n\n\
          - updates/s: accepted uploads / (first upload sent → last update committed, from the \
          server's log). Upload latency: request sent → answer received; the upload that \
          completes the round is answered after the aggregation, so it is the max.\n\
@@ -1018,10 +1024,10 @@ fn markdown(dir: &Path) -> Result<String> {
          `kernel_tcp` in the JSON), re-sent by the benchmark as a real client would (uploads / \
          re-uploads).\n\
          - peak RSS: the server's VmHWM at the end.\n\n\
-         | date | commit | CPU (threads) | clients | concurrency | update MB | updates/s | \
+         | date | commit | CPU (threads) | load | clients | concurrency | update MB | updates/s | \
          upload p50 / p90 / p99 / max ms | download p50 / p99 ms | aggregation s | \
          server peak RSS MiB | duplicate p50 / p99 ms | retried | max abs Δ | check |\n\
-         |---|---|---|---:|---:|---:|---:|---|---|---:|---:|---|---|---:|---|\n",
+         |---|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|---|---:|---|\n",
     );
     for f in files {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&f)?)
@@ -1039,10 +1045,11 @@ fn markdown(dir: &Path) -> Result<String> {
         let passed = v.pointer("/correctness/passed").and_then(Value::as_bool) == Some(true)
             && v.pointer("/duplicates/passed").and_then(Value::as_bool) == Some(true);
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
             v["date"].as_str().unwrap_or("?"),
             v["commit"].as_str().unwrap_or("?"),
             v["cpu"].as_str().unwrap_or("?"),
+            fmt("/loadavg_1m_at_start", 1),
             fmt("/clients", 0),
             fmt("/concurrency", 0),
             num("/update_bytes").map_or_else(|| "–".into(), |b| format!("{:.2}", b / 1e6)),
