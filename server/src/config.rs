@@ -8,8 +8,9 @@ use std::time::Duration;
 pub const ENV_HELP: &str = "\
 FEDP2EFT_ADMIN_TOKEN        admin bearer token (required, at least 16 characters)
 FEDP2EFT_BIND               listen address (default 127.0.0.1:8080)
-FEDP2EFT_DATABASE_URL       database URL (default sqlite://<FEDP2EFT_DATA_DIR>/fedp2eft.db);
-                            DATABASE_URL is read when this is unset
+FEDP2EFT_DATABASE_URL       database URL (default sqlite://<FEDP2EFT_DATA_DIR>/fedp2eft.db), or
+                            postgres://USER:PASSWORD@HOST:PORT/DB to let several server
+                            processes share one database; DATABASE_URL is read when unset
 FEDP2EFT_DATA_DIR           directory of the default SQLite database (default ./fedp2eft-data)
 FEDP2EFT_MAX_BODY_BYTES     largest request body, bytes (default 268435456 = 256 MiB)
 FEDP2EFT_DEADLINE_CHECK_MS  how often round deadlines are checked (default 1000)
@@ -21,7 +22,8 @@ pub struct Config {
     /// Loopback by default: exposing the server is a deliberate choice (TLS belongs in a
     /// reverse proxy in front of it).
     pub bind: SocketAddr,
-    /// `sqlite://PATH` (created if missing, WAL) or `sqlite::memory:` for tests.
+    /// `sqlite://PATH` (created if missing, WAL), `sqlite::memory:` for tests, or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (shared by several server processes).
     pub database_url: String,
     /// Guards run creation and enrolment. Never logged.
     pub admin_token: String,
@@ -34,9 +36,6 @@ pub struct Config {
     pub deadline_check: Duration,
     /// Poll interval suggested to clients told to wait (`Task::Wait`, `Retry-After`).
     pub retry_after_s: u32,
-    /// A round left `closing` longer than this (its closer died mid-aggregation) is finished by
-    /// the deadline task. Aggregation takes seconds, so a minute is generous.
-    pub closing_lease: Duration,
 }
 
 impl Config {
@@ -49,7 +48,6 @@ impl Config {
             max_body_bytes: fedp2eft_wire::Limits::default().max_bytes,
             deadline_check: Duration::from_secs(1),
             retry_after_s: 5,
-            closing_lease: Duration::from_secs(60),
         }
     }
 

@@ -3,6 +3,7 @@
 //! them (FedAvg, from the wire crate) with every step committed to the store first.
 //! `app(state)` is the whole HTTP API; `serve` runs it with the deadline task.
 pub mod auth;
+pub mod close;
 pub mod config;
 pub mod coordinator;
 pub mod error;

@@ -16,6 +16,7 @@ pub struct Metrics {
     uploads_rejected: [AtomicU64; ErrorCode::ALL.len()],
     rounds_aggregated: AtomicU64,
     rounds_failed: AtomicU64,
+    round_closes_started: AtomicU64,
 }
 
 /// Current state of one running run, for the gauges.
@@ -47,6 +48,11 @@ impl Metrics {
             RoundOutcome::Failed => &self.rounds_failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This process took a round's lock and began to finish it (aggregate, or carry phi over).
+    pub fn round_close_started(&self) {
+        self.round_closes_started.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text: counters, then gauges of the running runs.
@@ -103,6 +109,18 @@ impl Metrics {
             out,
             "fedp2eft_rounds_completed_total{{outcome=\"failed\"}} {}",
             get(&self.rounds_failed)
+        );
+        header(
+            &mut out,
+            "fedp2eft_round_closes_started_total",
+            "counter",
+            "Rounds this process began to finish (aggregate or carry phi over) under the round's \
+             lock. Summed over processes it equals the rounds closed, unless a closer died.",
+        );
+        let _ = writeln!(
+            out,
+            "fedp2eft_round_closes_started_total {}",
+            get(&self.round_closes_started)
         );
         header(
             &mut out,

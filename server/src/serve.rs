@@ -5,7 +5,7 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::coordinator::sweep;
+use crate::close::sweep;
 use crate::state::now_ms;
 use crate::{app, AppState, Config};
 
@@ -44,7 +44,7 @@ pub async fn serve_on(
 ) -> Result<(), ServeError> {
     // Before the first request: close rounds whose deadline passed while no server ran, and
     // finish closes a killed process left half done.
-    sweep(&state, now_ms(), true).await;
+    sweep(&state, now_ms()).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let deadlines = tokio::spawn(deadline_task(state.clone(), stop_rx));
     tracing::info!(addr = %listener.local_addr()?, "serving");
@@ -65,7 +65,7 @@ async fn deadline_task(state: AppState, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => sweep(&state, now_ms(), false).await,
+            _ = tick.tick() => sweep(&state, now_ms()).await,
             _ = stop.changed() => return,
         }
     }

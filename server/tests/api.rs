@@ -1,15 +1,14 @@
 //! The HTTP API in process (`tower::ServiceExt::oneshot`): a run's rounds, every refused input
-//! with its status and an unchanged database, idempotent uploads, deadlines and quorum.
+//! with its status and an unchanged database, idempotent uploads, deadlines and quorum. Each
+//! test runs on SQLite and on PostgreSQL.
 mod common;
-
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
+use common::db::{store_tests, Backend, TestDb};
 use common::*;
-use fedp2eft_server::store::SqliteStore;
-use fedp2eft_server::{app, coordinator, AppState, Config};
+use fedp2eft_server::{app, close, AppState, Config};
 use fedp2eft_wire::{
     routes, Enrolled, ErrorBody, ErrorCode, RoundState, RoundStatus, RunCreated, RunStatus, Task,
     UploadAccepted,
@@ -20,7 +19,7 @@ use tower::ServiceExt;
 struct Api {
     app: Router,
     state: AppState,
-    store: SqliteStore,
+    db: TestDb,
 }
 
 struct Reply {
@@ -44,23 +43,21 @@ impl Reply {
 }
 
 impl Api {
-    async fn new() -> Self {
-        Self::with_limit(None).await
+    async fn new(backend: Backend) -> Self {
+        Self::with_limit(backend, None).await
     }
 
-    async fn with_limit(max_body_bytes: Option<usize>) -> Self {
-        let store = SqliteStore::connect("sqlite::memory:")
-            .await
-            .expect("store");
-        let mut config = Config::new(ADMIN, "sqlite::memory:");
+    async fn with_limit(backend: Backend, max_body_bytes: Option<usize>) -> Self {
+        let db = TestDb::new(backend).await;
+        let mut config = Config::new(ADMIN, db.url());
         if let Some(limit) = max_body_bytes {
             config.max_body_bytes = limit;
         }
-        let state = AppState::new(config, Arc::new(store.clone()));
+        let state = AppState::new(config, db.store());
         Self {
             app: app(state.clone()),
             state,
-            store,
+            db,
         }
     }
 
@@ -142,7 +139,7 @@ impl Api {
     }
 
     async fn fingerprint(&self) -> Vec<String> {
-        fingerprint(self.store.pool()).await
+        self.db.fingerprint().await
     }
 }
 
@@ -178,9 +175,8 @@ fn token_of<'a>(tokens: &'a [(String, String)], client: &str) -> &'a str {
         .expect("enrolled")
 }
 
-#[tokio::test]
-async fn two_rounds_with_three_clients_average_by_hand() -> TestResult {
-    let api = Api::new().await;
+async fn two_rounds_with_three_clients_average_by_hand(backend: Backend) -> TestResult {
+    let api = Api::new(backend).await;
     let created: RunCreated = api.create(&create_run("r", 1.0, 2, 1.0)).await.json();
     assert_eq!(created.run, "r");
     let clients = [("a", 1.0f32, 1u64), ("b", 2.0, 2), ("c", 4.0, 5)];
@@ -251,9 +247,8 @@ async fn two_rounds_with_three_clients_average_by_hand() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn refused_requests_answer_their_status_and_change_nothing() -> TestResult {
-    let api = Api::new().await;
+async fn refused_requests_answer_their_status_and_change_nothing(backend: Backend) -> TestResult {
+    let api = Api::new(backend).await;
     let (tokens, selected, idle) = two_of_four(&api).await;
     let (s, other) = (&selected[0], &idle[0]);
     let token = token_of(&tokens, s);
@@ -454,9 +449,8 @@ async fn refused_requests_answer_their_status_and_change_nothing() -> TestResult
     Ok(())
 }
 
-#[tokio::test]
-async fn body_over_the_server_limit_is_413() -> TestResult {
-    let api = Api::with_limit(Some(1024)).await;
+async fn body_over_the_server_limit_is_413(backend: Backend) -> TestResult {
+    let api = Api::with_limit(backend, Some(1024)).await;
     let reply = api
         .send(
             Method::POST,
@@ -471,9 +465,8 @@ async fn body_over_the_server_limit_is_413() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn repeated_uploads_count_once() -> TestResult {
-    let api = Api::new().await;
+async fn repeated_uploads_count_once(backend: Backend) -> TestResult {
+    let api = Api::new(backend).await;
     let (tokens, selected, _) = two_of_four(&api).await;
     let s = &selected[0];
     let token = token_of(&tokens, s);
@@ -525,9 +518,8 @@ async fn repeated_uploads_count_once() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn deadline_aggregates_a_quorum_and_fails_below_it() -> TestResult {
-    let api = Api::new().await;
+async fn deadline_aggregates_a_quorum_and_fails_below_it(backend: Backend) -> TestResult {
+    let api = Api::new(backend).await;
     assert_eq!(
         api.create(&create_run("q", 1.0, 3, 0.5)).await.status,
         StatusCode::CREATED
@@ -543,14 +535,14 @@ async fn deadline_aggregates_a_quorum_and_fails_below_it() -> TestResult {
         assert_eq!(api.upload("q", 0, token, body).await.status, StatusCode::OK);
     }
     let now = fedp2eft_server::state::now_ms();
-    coordinator::sweep(&api.state, now + 1_000, false).await;
+    close::sweep(&api.state, now + 1_000).await;
     assert_eq!(
         api.round("q", 0).await.state,
         RoundState::Open,
         "deadline not reached"
     );
     let late = now + 601_000;
-    coordinator::sweep(&api.state, late, false).await;
+    close::sweep(&api.state, late).await;
     let status = api.round("q", 0).await;
     assert_eq!(
         (status.state, status.reported, status.quorum),
@@ -565,7 +557,7 @@ async fn deadline_aggregates_a_quorum_and_fails_below_it() -> TestResult {
         api.upload("q", 1, &tokens[0].1, body).await.status,
         StatusCode::OK
     );
-    coordinator::sweep(&api.state, late + 601_000, false).await;
+    close::sweep(&api.state, late + 601_000).await;
     assert_eq!(api.round("q", 1).await.state, RoundState::Failed);
     let phi2 = decode_psg(&api.get(&routes::psg("q", 2), Some(ADMIN)).await.body);
     assert!(phi2.0.bit_eq(&phi1), "a failed round keeps phi");
@@ -581,9 +573,8 @@ async fn deadline_aggregates_a_quorum_and_fails_below_it() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn every_documented_route_is_served() -> TestResult {
-    let api = Api::new().await;
+async fn every_documented_route_is_served(backend: Backend) -> TestResult {
+    let api = Api::new(backend).await;
     assert_eq!(api.get("/healthz", None).await.status, StatusCode::OK);
     let doc: serde_json::Value = api.get("/openapi.json", None).await.json();
     for (method, path) in fedp2eft_server::openapi::ROUTES {
@@ -601,3 +592,12 @@ async fn every_documented_route_is_served() -> TestResult {
     }
     Ok(())
 }
+
+store_tests!(
+    two_rounds_with_three_clients_average_by_hand,
+    refused_requests_answer_their_status_and_change_nothing,
+    body_over_the_server_limit_is_413,
+    repeated_uploads_count_once,
+    deadline_aggregates_a_quorum_and_fails_below_it,
+    every_documented_route_is_served,
+);

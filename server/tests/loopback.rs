@@ -1,13 +1,12 @@
 //! End to end over loopback HTTP: `serve_on` with its deadline task, three clients as
 //! concurrent tasks doing what a real client does (poll, download, verify, upload) for two
-//! rounds, then a graceful shutdown.
+//! rounds, then a graceful shutdown. On SQLite and on PostgreSQL.
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::db::{store_tests, Backend, TestDb};
 use common::*;
-use fedp2eft_server::store::SqliteStore;
 use fedp2eft_server::{serve_on, AppState, Config};
 use fedp2eft_wire::{routes, sha256_hex, Enrolled, Task};
 use tokio::net::TcpListener;
@@ -78,12 +77,11 @@ async fn client(
     Err("the run did not finish".into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_concurrent_clients_two_rounds_over_http() -> TestResult {
-    let store = SqliteStore::connect("sqlite::memory:").await?;
-    let mut config = Config::new(ADMIN, "sqlite::memory:");
+async fn three_concurrent_clients_two_rounds_over_http(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let mut config = Config::new(ADMIN, db.url());
     config.deadline_check = Duration::from_millis(50);
-    let state = AppState::new(config, Arc::new(store));
+    let state = AppState::new(config, db.store());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -148,3 +146,5 @@ async fn three_concurrent_clients_two_rounds_over_http() -> TestResult {
     tokio::time::timeout(Duration::from_secs(10), server).await???;
     Ok(())
 }
+
+store_tests!(three_concurrent_clients_two_rounds_over_http);

@@ -1,129 +1,19 @@
 //! The real `fedp2eft-server` binary, killed with SIGKILL mid-round and restarted on the same
-//! SQLite file: every acknowledged update survives and the round completes with all of them.
-//! Also: a deadline that passes while no server runs is handled at start, and SIGTERM stops
-//! the server cleanly.
+//! database (a SQLite file, or a PostgreSQL schema): every acknowledged update survives and the
+//! round completes with all of them. Also: a deadline that passes while no server runs is
+//! handled at start, and SIGTERM stops the server cleanly.
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::db::{store_tests, Backend, TestDb};
+use common::process::Server;
 use common::*;
-use fedp2eft_wire::{
-    routes, Enrolled, RoundState, RoundStatus, RunState, RunStatus, UploadAccepted,
-};
+use fedp2eft_wire::{routes, RoundState, RunState, RunStatus, UploadAccepted};
 
-struct Server {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-impl Server {
-    async fn start(db: &Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let port = free_port()?;
-        let child = Command::new(env!("CARGO_BIN_EXE_fedp2eft-server"))
-            .env("FEDP2EFT_ADMIN_TOKEN", ADMIN)
-            .env(
-                "FEDP2EFT_DATABASE_URL",
-                format!("sqlite://{}", db.display()),
-            )
-            .env("FEDP2EFT_BIND", format!("127.0.0.1:{port}"))
-            .env("FEDP2EFT_DEADLINE_CHECK_MS", "100")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
-        let server = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-        };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Ok(r) = server.http.get(server.url("/healthz")).send().await {
-                if r.status().is_success() {
-                    return Ok(server);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err("server did not become healthy".into())
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(
-        &self,
-        path: &str,
-        token: &str,
-        body: Vec<u8>,
-    ) -> reqwest::Result<reqwest::Response> {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(token)
-            .header("content-type", routes::PAYLOAD_CONTENT_TYPE)
-            .body(body)
-            .send()
-            .await
-    }
-
-    async fn enroll(
-        &self,
-        run: &str,
-        client: &str,
-    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let enrolled: Enrolled = self
-            .http
-            .post(self.url(&routes::enroll(run)))
-            .bearer_auth(ADMIN)
-            .json(&serde_json::json!({ "client": client, "pool": "seen" }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(enrolled.token)
-    }
-
-    async fn round(&self, run: &str, k: u32) -> reqwest::Result<RoundStatus> {
-        self.http
-            .get(self.url(&routes::round(run, k)))
-            .bearer_auth(ADMIN)
-            .send()
-            .await?
-            .json()
-            .await
-    }
-
-    fn kill9(&mut self) -> std::io::Result<()> {
-        self.child.kill()?; // SIGKILL on Unix: no shutdown code runs
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-/// A failing test must not leave a server running.
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-#[tokio::test]
-async fn sigkill_mid_round_loses_no_accepted_update() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("fedp2eft.db");
+async fn sigkill_mid_round_loses_no_accepted_update(backend: Backend) -> TestResult {
+    let db = TestDb::for_processes(backend).await;
     let mut a = Server::start(&db).await?;
 
     // Run `k`: all 3 clients selected, every one needed. Run `d`: 1-second deadline, quorum 1.
@@ -265,3 +155,5 @@ async fn sigkill_mid_round_loses_no_accepted_update() -> TestResult {
     }
     Ok(())
 }
+
+store_tests!(sigkill_mid_round_loses_no_accepted_update);

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    ClientRecord, CloseReason, NewPsg, NewRound, NewUpdate, PsgRecord, PutOutcome, RoundClose,
-    RoundRecord, RunRecord, RunState, SqliteStore, UpdateSummary,
+    ClientRecord, CloseReason, NewPsg, NewRound, NewUpdate, PgStore, PsgRecord, PutOutcome,
+    RoundClose, RoundRecord, RunRecord, RunState, SqliteStore, UpdateSummary,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +22,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the database directory: {0}")]
     Io(#[from] std::io::Error),
-    #[error("unsupported database URL `{0}` (this build stores in SQLite: sqlite://PATH)")]
+    #[error("unsupported database URL `{0}` (sqlite://PATH, postgres://… or postgresql://…)")]
     UnsupportedUrl(String),
 }
 
@@ -96,13 +96,29 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_round(&self, close: &RoundClose) -> Result<bool>;
     /// Every `open` or `closing` round of every run: what a (re)started server must look after.
     async fn unfinished_rounds(&self) -> Result<Vec<RoundRecord>>;
+
+    /// The exclusive right to close round `round` of `run_id` — to move it to `closing` and
+    /// finish it — among every process that shares this database. None while another holder
+    /// has it. Released by `RoundLock::release`, by dropping the guard, or by the death of the
+    /// holding process; so a round that is `closing` while its lock is free was left by a
+    /// closer that failed, and whoever takes the lock next may finish it.
+    async fn lock_round(&self, run_id: &str, round: u32) -> Result<Option<Box<dyn RoundLock>>>;
 }
 
-/// Opens the store a database URL names. Only SQLite in this build; a `postgres://` arm goes
-/// here, and nothing above this function changes.
+/// A held `Store::lock_round`.
+#[async_trait]
+pub trait RoundLock: Send {
+    /// Releases the lock now (dropping it also releases it, perhaps a moment later).
+    async fn release(self: Box<Self>);
+}
+
+/// Opens the store a database URL names: `sqlite:` URLs an embedded SQLite file, `postgres://`
+/// and `postgresql://` ones a PostgreSQL database (which several server processes may share).
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

@@ -4,6 +4,8 @@
 //! front, so a read-then-write transaction can never fail half-way on a lock upgrade, and the
 //! checks it reads stay true until it commits. `synchronous = FULL` makes each commit durable
 //! before the method returns, which is what lets an upload be acknowledged only once stored.
+//!
+//! One server process per file: round locks (`Store::lock_round`) live in this process's memory.
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,14 +17,23 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlSafeStr, Sqlite, Transaction};
 
-use super::sqlite_rows::{
+use super::local_lock::LocalLocks;
+use super::rows::{
     client_from_row, is_unique_violation, round_from_row, run_from_row, to_i64, to_u64,
-    ROUND_SELECT,
 };
 use super::{
     ClientRecord, CloseReason, NewPsg, NewRound, NewUpdate, PsgRecord, PutOutcome, Result,
-    RoundClose, RoundRecord, RoundState, RunRecord, RunState, Store, StoreError, UpdateSummary,
+    RoundClose, RoundLock, RoundRecord, RoundState, RunRecord, RunState, Store, StoreError,
+    UpdateSummary,
 };
+
+/// Selects a round with its selection and update tallies.
+const ROUND_SELECT: &str = "SELECT r.*, \
+    (SELECT COUNT(*) FROM selections s WHERE s.run_id = r.run_id AND s.round = r.round) AS n_selected, \
+    (SELECT COUNT(*) FROM updates u WHERE u.run_id = r.run_id AND u.round = r.round) AS n_reported, \
+    (SELECT COALESCE(SUM(u.num_samples), 0) FROM updates u \
+        WHERE u.run_id = r.run_id AND u.round = r.round) AS n_samples \
+    FROM rounds r";
 
 /// Migrations are compiled in (no directory needed at run time, no sqlx macros).
 fn migrator() -> Migrator {
@@ -38,6 +49,7 @@ fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    locks: LocalLocks,
 }
 
 impl SqliteStore {
@@ -64,7 +76,10 @@ impl SqliteStore {
         .connect_with(options)
         .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            locks: LocalLocks::default(),
+        })
     }
 
     /// The underlying pool, for operations outside the `Store` contract (backups, tests).
@@ -472,5 +487,9 @@ impl Store for SqliteStore {
             .iter()
             .map(round_from_row)
             .collect()
+    }
+
+    async fn lock_round(&self, run_id: &str, round: u32) -> Result<Option<Box<dyn RoundLock>>> {
+        Ok(self.locks.try_lock(run_id, round))
     }
 }

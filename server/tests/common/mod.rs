@@ -1,13 +1,15 @@
 //! Shared by the server's integration tests: a tiny PSG (L = 2, r_max = 4), payload builders,
-//! and a fingerprint of the whole database to prove a refused request changed nothing.
+//! and (`db`) the per-test database of either store.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod db;
+pub mod process;
 
 use std::collections::HashMap;
 
 use fedp2eft_wire::{
     CreateRun, PsgLayout, PsgParams, PsgSpec, RoundMeta, TensorData, UpdateMeta, META_KEY,
 };
-use sqlx::{Row, SqlitePool};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -128,33 +130,4 @@ pub fn wrong_dtype_body(run: &str, round: u32, client: &str) -> Vec<u8> {
         .collect();
     let md = HashMap::from([(META_KEY.to_string(), meta.to_string())]);
     safetensors::serialize(views, Some(md)).expect("serialize")
-}
-
-/// Every row of every table, quoted, in a fixed order: equal fingerprints, equal databases.
-pub async fn fingerprint(pool: &SqlitePool) -> Vec<String> {
-    let mut out = Vec::new();
-    for table in ["runs", "clients", "psgs", "rounds", "selections", "updates"] {
-        let columns: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT name FROM pragma_table_info('{table}')"
-        )))
-        .fetch_all(pool)
-        .await
-        .expect("table info")
-        .iter()
-        .map(|r| r.get::<String, _>("name"))
-        .collect();
-        let quoted: Vec<String> = columns.iter().map(|c| format!("quote({c})")).collect();
-        let sql = format!(
-            "SELECT {} AS row FROM {table} ORDER BY rowid",
-            quoted.join(" || ',' || ")
-        );
-        for row in sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(pool)
-            .await
-            .expect("rows")
-        {
-            out.push(format!("{table}: {}", row.get::<String, _>("row")));
-        }
-    }
-    out
 }
