@@ -110,7 +110,7 @@ async fn sigkill_mid_round_loses_no_accepted_update(backend: Backend) -> TestRes
         .await?;
     assert_eq!(reply.status(), 200);
 
-    let status = b.round("k", 0).await?;
+    let status = b.finished_round("k", 0).await?;
     assert_eq!((status.state, status.reported), (RoundState::Closed, 3));
     let run: RunStatus = b
         .http

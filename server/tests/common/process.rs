@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedp2eft_wire::{routes, Enrolled, RoundStatus};
+use fedp2eft_wire::{routes, Enrolled, RoundState, RoundStatus};
 
 use super::db::TestDb;
 use super::ADMIN;
@@ -127,6 +127,28 @@ impl Server {
             .await?
             .error_for_status()?;
         Ok(reply.bytes().await?.to_vec())
+    }
+
+    /// Round k's status once it is final (φ_{k+1} committed, or failed). The status says
+    /// `closed` from `closing` on, and the request that completed a round may answer before
+    /// the round is aggregated: when a deadline check (of this or another process) took the
+    /// round's lock first, the aggregation runs there.
+    pub async fn finished_round(
+        &self,
+        run: &str,
+        k: u32,
+    ) -> Result<RoundStatus, Box<dyn std::error::Error + Send + Sync>> {
+        let started = Instant::now();
+        loop {
+            let status = self.round(run, k).await?;
+            if status.state == RoundState::Failed || status.aggregate_sha256.is_some() {
+                return Ok(status);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err(format!("{run} round {k} never finished").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The value of an unlabelled or labelled sample in `/metrics`, e.g.
