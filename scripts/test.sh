@@ -3,6 +3,8 @@
 # Cheapest checks first. Environment:
 #   FEDP2EFT_HOME   cache folder of models and data (default ~/.cache/fedp2eft)
 #   FEDP2EFT_PY     python of the reference venv (default .venv-ref/bin/python when present)
+#   FEDP2EFT_TEST_DATABASE_URL  PostgreSQL for the server tests (default: scripts/postgres-test.sh
+#                   starts a throwaway cluster and this script exports its URL)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,6 +24,11 @@ if [ -z "${FEDP2EFT_PY:-}" ]; then
   step "Python reference venv (torch, transformers, peft) for the PEFT reload test"
   scripts/reference/setup-venv.sh
   export FEDP2EFT_PY="${FEDP2EFT_REF_VENV:-$root/.venv-ref}/bin/python"
+fi
+if [ -z "${FEDP2EFT_TEST_DATABASE_URL:-}" ]; then
+  step "PostgreSQL for the server tests (scripts/postgres-test.sh)"
+  FEDP2EFT_TEST_DATABASE_URL=$(scripts/postgres-test.sh)
+  export FEDP2EFT_TEST_DATABASE_URL
 fi
 step "tests"
 cargo test --workspace
