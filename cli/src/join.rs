@@ -3,10 +3,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fedp2eft_core::adapter::LoraConfig;
 use fedp2eft_core::federated::http::{FedClient, RoundOutcome};
 use fedp2eft_core::federated::RoundConfig;
-use fedp2eft_core::train::TrainConfig;
 
 use crate::progress::Bars;
 use crate::workload::{client, default_base_dir, load_base_for, DataArgs};
@@ -49,18 +47,7 @@ pub fn run(a: &JoinArgs, home: &Path) -> Result<()> {
     let bars = Bars::new();
     let ctl = bars.control();
     let layout = crate::simulate::run_layout(&fc, &ctl)?;
-    let cfg = RoundConfig {
-        lora: LoraConfig {
-            r: layout.r_max,
-            lora_alpha: 2.0 * layout.r_max as f64,
-            seed: 42,
-        },
-        train: TrainConfig {
-            max_len: a.max_len,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let cfg = RoundConfig::for_r_max(layout.r_max, a.max_len);
     let mut done = 0;
     loop {
         let out = fc

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fedp2eft_core::adapter::LoraConfig;
 use fedp2eft_core::data::{Benchmark, ClientData, Pool};
 use fedp2eft_core::evaluation::{evaluate_pool, pool_clients, Method, PoolResult};
 use fedp2eft_core::federated::convert::layout;
@@ -16,7 +15,6 @@ use fedp2eft_core::federated::RoundConfig;
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::PersonalizeConfig;
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
-use fedp2eft_core::train::TrainConfig;
 use fedp2eft_core::Control;
 use fedp2eft_wire::{CreateRun, PsgLayout, Task};
 
@@ -239,18 +237,7 @@ pub fn run(a: &SimulateArgs, home: &Path) -> Result<()> {
         lay.num_layers,
         a.r_max
     );
-    let cfg = RoundConfig {
-        lora: LoraConfig {
-            r: a.r_max,
-            lora_alpha: 2.0 * a.r_max as f64,
-            seed: 42,
-        },
-        train: TrainConfig {
-            max_len: a.max_len,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let cfg = RoundConfig::for_r_max(a.r_max, a.max_len);
     train_rounds(&clients, &lm, &lay, &cfg, a.rounds, &ctl)?;
     let mut final_psg = None;
     for k in 0..=a.rounds {

@@ -21,6 +21,25 @@ pub struct RoundConfig {
     pub priors: PriorConfig,
 }
 
+impl RoundConfig {
+    /// The authors' stage 1 for a PSG of `r_max` ranks: α = 2·r_max (scaling 2), the seed-42
+    /// LoRA init, default training with examples cut to `max_len` tokens.
+    pub fn for_r_max(r_max: usize, max_len: usize) -> Self {
+        Self {
+            lora: LoraConfig {
+                r: r_max,
+                lora_alpha: 2.0 * r_max as f64,
+                seed: 42,
+            },
+            train: TrainConfig {
+                max_len,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
 /// What a client sends back (plus metrics it may report).
 pub struct ClientUpdate {
     /// The global PSG after stage 2 on this client (an independent copy).
