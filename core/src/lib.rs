@@ -8,6 +8,7 @@ pub mod evaluation;
 pub mod features;
 pub mod federated;
 pub mod home;
+pub mod kernels;
 pub mod mem;
 pub mod model;
 pub mod personalize;

@@ -70,9 +70,9 @@ impl BtLora {
     /// materialising ΔW.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = x.matmul(&self.a.as_tensor().t()?)?; // (n, r)
-        let h = h.broadcast_mul(self.lambda.tensor())?;
-        let y = h.matmul(&self.b.as_tensor().t()?)?; // (n, out)
-        Ok((y * self.scaling)?)
+                                                     // The scaling joins λ on the r-wide bottleneck rather than costing a pass over (n, out).
+        let h = h.broadcast_mul(&(self.lambda.tensor() * self.scaling)?)?;
+        Ok(h.matmul(&self.b.as_tensor().t()?)?) // (n, out)
     }
 
     /// ΔW = ((λ ⊙_col B)·A)·scaling, shape (out, in).

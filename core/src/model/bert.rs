@@ -6,6 +6,7 @@ use super::layers::{attention_bias, softmax_last, Embeddings, LayerNorm};
 use super::linear::AdaptedLinear;
 use super::BertConfig;
 use crate::features::FeatureStats;
+use crate::kernels;
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -39,15 +40,22 @@ impl EncoderLayer {
         let q = heads(self.query.forward(x, stats.as_deref_mut())?)?;
         let k = heads(self.key.forward(x, stats.as_deref_mut())?)?;
         let v = heads(self.value.forward(x, stats.as_deref_mut())?)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let probs = softmax_last(&scores.broadcast_add(bias)?)?; // (batch, heads, seq, seq)
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?;
+        let probs = if kernels::supported(&scores) {
+            kernels::masked_softmax(&scores, bias, scale)?
+        } else {
+            softmax_last(&(scores * scale)?.broadcast_add(bias)?)?
+        }; // (batch, heads, seq, seq)
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
         let a = self.attn_out.forward(&ctx, stats.as_deref_mut())?;
         let x = self.attn_norm.forward(&(a + x)?)?;
-        let i = self
-            .intermediate
-            .forward(&x, stats.as_deref_mut())?
-            .gelu_erf()?;
+        let i = self.intermediate.forward(&x, stats.as_deref_mut())?;
+        let i = if kernels::supported(&i) {
+            kernels::gelu(&i)?
+        } else {
+            i.gelu_erf()?
+        };
         let o = self.output.forward(&i, stats)?;
         self.out_norm.forward(&(o + x)?)
     }

@@ -3,6 +3,7 @@
 //! the composite forms are used when one does.
 use candle_core::{DType, Tensor, D};
 
+use crate::kernels;
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -14,6 +15,9 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::supported(x) && !self.weight.track_op() && !self.bias.track_op() {
+            return Ok(kernels::layer_norm(x, &self.weight, &self.bias, self.eps)?);
+        }
         if !x.track_op() && x.is_contiguous() {
             return Ok(candle_nn::ops::layer_norm(
                 x,

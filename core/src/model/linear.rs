@@ -4,6 +4,7 @@ use candle_core::{Tensor, Var};
 
 use crate::adapter::BtLora;
 use crate::features::FeatureStats;
+use crate::kernels;
 use crate::Result;
 
 /// `y = x·Wᵀ + b (+ adapter(x))`. The base weight is a plain tensor, so it gets no gradient,
@@ -50,10 +51,16 @@ impl AdaptedLinear {
         let n = x.elem_count() / d_in;
         let x2 = x.reshape((n, d_in))?; // (tokens, in)
         let (w, b) = self.base_weights();
-        let mut y = x2.matmul(&w.t()?)?;
-        if let Some(b) = b {
-            y = y.broadcast_add(b)?;
-        }
+        let mut y = if self.trainable.is_none() && kernels::supported(&x2) {
+            // Frozen weight: the fused kernel never differentiates it.
+            kernels::frozen_linear(&x2.contiguous()?, w, b)?
+        } else {
+            let y = x2.matmul(&w.t()?)?;
+            match b {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            }
+        };
         if let Some(ad) = &self.adapter {
             y = (y + ad.forward(&x2)?)?;
         }

@@ -1,0 +1,124 @@
+//! Layer norm over the last dimension with frozen γ, β and a fused backward:
+//!   x̂ = (x − μ)·rstd,  y = x̂·γ + β,  dx = rstd·(gγ − mean(gγ) − x̂·mean(gγ·x̂)),  gγ = dy·γ.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{rows_per_task, slice};
+
+struct LayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+struct LayerNormGrad {
+    gamma: Vec<f32>,
+    eps: f32,
+}
+
+/// Mean and 1/sd of a row (two passes, as torch does).
+#[inline(always)]
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp1 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let h = self.gamma.len();
+        let mut y = vec![0f32; x.len()];
+        let rows = rows_per_task(x.len() / h, h) * h;
+        y.par_chunks_mut(rows)
+            .zip(x.par_chunks(rows))
+            .for_each(|(y, x)| {
+                pulp::Arch::new().dispatch(|| {
+                    for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                        let (mean, rstd) = moments(x, self.eps);
+                        for (((y, &x), &g), &b) in
+                            y.iter_mut().zip(x).zip(&self.gamma).zip(&self.beta)
+                        {
+                            *y = (x - mean) * rstd * g + b;
+                        }
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = LayerNormGrad {
+            gamma: self.gamma.clone(),
+            eps: self.eps,
+        };
+        Ok(Some(x.apply_op2_no_bwd(&g.contiguous()?, &op)?))
+    }
+}
+
+impl CustomOp2 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let h = self.gamma.len();
+        let mut dx = vec![0f32; x.len()];
+        let rows = rows_per_task(x.len() / h, h) * h;
+        dx.par_chunks_mut(rows)
+            .zip(x.par_chunks(rows).zip(g.par_chunks(rows)))
+            .for_each(|(dx, (x, g))| {
+                pulp::Arch::new().dispatch(|| {
+                    let iter = dx
+                        .chunks_exact_mut(h)
+                        .zip(x.chunks_exact(h).zip(g.chunks_exact(h)));
+                    for (dx, (x, g)) in iter {
+                        let (mean, rstd) = moments(x, self.eps);
+                        let (mut m1, mut m2) = (0f32, 0f32);
+                        for ((&x, &g), &w) in x.iter().zip(g).zip(&self.gamma) {
+                            let gg = g * w;
+                            m1 += gg;
+                            m2 += gg * (x - mean) * rstd;
+                        }
+                        m1 /= h as f32;
+                        m2 /= h as f32;
+                        for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(&self.gamma) {
+                            let xh = (x - mean) * rstd;
+                            *dx = rstd * (g * w - m1 - xh * m2);
+                        }
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Layer norm of x (..., h) with frozen weight and bias (h,), differentiable in x only.
+pub fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let op = LayerNorm {
+        gamma: weight.to_vec1::<f32>()?,
+        beta: bias.to_vec1::<f32>()?,
+        eps: eps as f32,
+    };
+    if x.dim(candle_core::D::Minus1)? != op.gamma.len() {
+        candle_core::bail!("layer-norm: input width differs from the weight's");
+    }
+    x.contiguous()?.apply_op1(op)
+}

@@ -1,0 +1,126 @@
+//! Attention probabilities: softmax(scale·scores + mask) over the last dimension, with a fused
+//! backward dx = scale·y ⊙ (dy − Σ dy⊙y). The mask is an additive bias per (batch, key).
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::math::exp;
+use super::{rows_per_task, slice};
+
+struct MaskedSoftmax {
+    scale: f32,
+    /// (batch · keys): 0 for tokens, a large negative for padding.
+    bias: Vec<f32>,
+    /// Rows of scores per batch element (heads · queries).
+    rows_per_batch: usize,
+}
+
+struct SoftmaxGrad {
+    scale: f32,
+}
+
+impl CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let keys = l.shape().dims()[l.shape().rank() - 1];
+        let mut y = vec![0f32; x.len()];
+        let rows = rows_per_task(x.len() / keys, keys);
+        y.par_chunks_mut(rows * keys)
+            .zip(x.par_chunks(rows * keys))
+            .enumerate()
+            .for_each(|(task, (y, x))| {
+                pulp::Arch::new().dispatch(|| {
+                    for (i, (y, x)) in y
+                        .chunks_exact_mut(keys)
+                        .zip(x.chunks_exact(keys))
+                        .enumerate()
+                    {
+                        let b = (task * rows + i) / self.rows_per_batch;
+                        let bias = &self.bias[b * keys..(b + 1) * keys];
+                        let mut max = f32::NEG_INFINITY;
+                        for ((y, &x), &m) in y.iter_mut().zip(x).zip(bias) {
+                            *y = x * self.scale + m;
+                            max = max.max(*y);
+                        }
+                        let mut sum = 0f32;
+                        for y in y.iter_mut() {
+                            *y = exp(*y - max);
+                            sum += *y;
+                        }
+                        let inv = 1.0 / sum;
+                        for y in y.iter_mut() {
+                            *y *= inv;
+                        }
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = SoftmaxGrad { scale: self.scale };
+        Ok(Some(y.apply_op2_no_bwd(&g.contiguous()?, &op)?))
+    }
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "masked-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let keys = l1.shape().dims()[l1.shape().rank() - 1];
+        let mut dx = vec![0f32; y.len()];
+        let rows = rows_per_task(y.len() / keys, keys) * keys;
+        dx.par_chunks_mut(rows)
+            .zip(y.par_chunks(rows).zip(g.par_chunks(rows)))
+            .for_each(|(dx, (y, g))| {
+                pulp::Arch::new().dispatch(|| {
+                    let iter = dx
+                        .chunks_exact_mut(keys)
+                        .zip(y.chunks_exact(keys).zip(g.chunks_exact(keys)));
+                    for (dx, (y, g)) in iter {
+                        let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                            *dx = self.scale * y * (g - dot);
+                        }
+                    }
+                })
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// scores: (batch, heads, queries, keys); mask_bias: (batch, keys) additive. Differentiable in
+/// the scores.
+pub fn masked_softmax(
+    scores: &Tensor,
+    mask_bias: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let (b, h, q, k) = scores.dims4()?;
+    let bias = mask_bias.flatten_all()?.to_vec1::<f32>()?;
+    if bias.len() != b * k {
+        candle_core::bail!(
+            "masked-softmax: mask has {} values, expected {}",
+            bias.len(),
+            b * k
+        );
+    }
+    let op = MaskedSoftmax {
+        scale: scale as f32,
+        bias,
+        rows_per_batch: h * q,
+    };
+    scores.contiguous()?.apply_op1(op)
+}

@@ -1,0 +1,134 @@
+//! The fused CPU kernels against the composite candle ops they replace: same values, same
+//! gradients (candle's autograd of the composite form is the reference), on random inputs with
+//! padding in the mask.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test here
+use candle_core::{Device, Tensor, Var, D};
+use fedp2eft_core::kernels;
+
+const TOL: f32 = 2e-5;
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Value and input gradient of f under the loss Σ y ⊙ w for a fixed random w.
+fn value_and_grad(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+    let v = Var::from_tensor(x).unwrap();
+    let y = f(v.as_tensor());
+    let w = rand(y.dims(), 99);
+    let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    (y.detach(), grads.get(&v).unwrap().clone())
+}
+
+fn assert_same(name: &str, fused: (Tensor, Tensor), composite: (Tensor, Tensor)) {
+    let dv = max_diff(&fused.0, &composite.0);
+    let dg = max_diff(&fused.1, &composite.1);
+    assert!(dv < TOL, "{name}: values differ by {dv}");
+    assert!(dg < TOL, "{name}: gradients differ by {dg}");
+}
+
+#[test]
+fn frozen_linear_matches_matmul_and_skips_the_weight_gradient() {
+    let x = rand(&[37, 24], 1);
+    let w = rand(&[40, 24], 2);
+    let b = rand(&[40], 3);
+    let fused = value_and_grad(&x, |x| kernels::frozen_linear(x, &w, Some(&b)).unwrap());
+    let composite = value_and_grad(&x, |x| {
+        x.matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap()
+    });
+    assert_same("frozen_linear", fused, composite);
+    // The weight, when it is a variable, gets no gradient through the fused op.
+    let wv = Var::from_tensor(&w).unwrap();
+    let xv = Var::from_tensor(&x).unwrap();
+    let y = kernels::frozen_linear(xv.as_tensor(), wv.as_tensor(), None).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&wv).is_none());
+    assert!(g.get(&xv).is_some());
+}
+
+#[test]
+fn layer_norm_matches_the_composite_form() {
+    let x = (rand(&[3, 11, 48], 4) * 3.0).unwrap();
+    let g = rand(&[48], 5);
+    let b = rand(&[48], 6);
+    let eps = 1e-12;
+    let fused = value_and_grad(&x, |x| kernels::layer_norm(x, &g, &b, eps).unwrap());
+    let composite = value_and_grad(&x, |x| {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let xc = x.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let xn = xc
+            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap();
+        xn.broadcast_mul(&g).unwrap().broadcast_add(&b).unwrap()
+    });
+    assert_same("layer_norm", fused, composite);
+}
+
+#[test]
+fn masked_softmax_matches_the_composite_form() {
+    let (b, h, t) = (3, 4, 9);
+    let scores = rand(&[b, h, t, t], 7);
+    // Row 1 pads its last 4 keys, row 2 its last one.
+    let mut mask = vec![0f32; b * t];
+    for k in 5..t {
+        mask[t + k] = -1e9;
+    }
+    mask[2 * t + t - 1] = -1e9;
+    let bias = Tensor::from_vec(mask, (b, 1, 1, t), &Device::Cpu).unwrap();
+    let scale = 0.35;
+    let fused = value_and_grad(&scores, |s| {
+        kernels::masked_softmax(s, &bias, scale).unwrap()
+    });
+    let composite = value_and_grad(&scores, |s| {
+        let z = (s * scale).unwrap().broadcast_add(&bias).unwrap();
+        candle_nn::ops::softmax(&z, D::Minus1).unwrap()
+    });
+    assert_same("masked_softmax", fused, composite);
+}
+
+#[test]
+fn gelu_matches_candle_gelu_erf() {
+    let x = (rand(&[5, 300], 8) * 3.0).unwrap();
+    let fused = value_and_grad(&x, |x| kernels::gelu(x).unwrap());
+    let composite = value_and_grad(&x, |x| x.gelu_erf().unwrap());
+    assert_same("gelu", fused, composite);
+}
+
+#[test]
+fn kernels_reject_wrong_shapes() {
+    let x = rand(&[4, 8], 9);
+    assert!(kernels::frozen_linear(&x, &rand(&[5, 7], 10), None).is_err());
+    assert!(kernels::layer_norm(&x, &rand(&[7], 11), &rand(&[7], 12), 1e-5).is_err());
+    let s = rand(&[2, 1, 3, 3], 13);
+    assert!(kernels::masked_softmax(&s, &rand(&[2, 1, 1, 4], 14), 1.0).is_err());
+}
