@@ -3,7 +3,11 @@
 //! `<out>/<model>-<date>.json` and a regenerated `<out>/README.md` table; times are recorded,
 //! never asserted.
 mod flops;
+mod peak;
+mod personalize;
+mod reference;
 mod report;
+mod versus;
 mod worker;
 
 use std::ffi::OsString;
@@ -22,8 +26,9 @@ pub struct BenchArgs {
     /// Models, comma-separated (`e5`, `minilm`, paths); one not available yet is skipped.
     #[arg(long, value_delimiter = ',', default_value = "minilm,e5")]
     pub model: Vec<ModelSpec>,
-    /// Workloads, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "forward,train-step")]
+    /// Workloads, comma-separated [default: forward,train-step; with --vs-reference also
+    /// lora-step and personalize].
+    #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<Workload>,
     /// Timed iterations after one warm-up.
     #[arg(long, default_value_t = 3)]
@@ -45,9 +50,35 @@ pub struct BenchArgs {
     /// Print what would run and where results would go; run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run each workload on PyTorch + peft too (scripts/reference/bench_reference.py, same
+    /// weights, tokens and threads) and write ratios to `<out>/vs-reference.md`. Default
+    /// workloads then: forward, lora-step, train-step, personalize.
+    #[arg(long)]
+    pub vs_reference: bool,
+    /// Python with torch, transformers and peft [default: $FEDP2EFT_PY, else .venv-ref].
+    #[arg(long, value_name = "PYTHON")]
+    pub reference_python: Option<PathBuf>,
     /// Internal: run one workload in this process and print its measurement as JSON.
     #[arg(long, hide = true)]
     pub worker: Option<Workload>,
+    /// Internal: where the worker writes the reference's job (weights, tokens, settings).
+    #[arg(long, hide = true)]
+    pub job_dir: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn workloads(&self) -> Vec<Workload> {
+        match (self.workloads.is_empty(), self.vs_reference) {
+            (false, _) => self.workloads.clone(),
+            (true, false) => vec![Workload::Forward, Workload::TrainStep],
+            (true, true) => vec![
+                Workload::Forward,
+                Workload::LoraStep,
+                Workload::TrainStep,
+                Workload::Personalize,
+            ],
+        }
+    }
 }
 
 fn model_arg(spec: &ModelSpec) -> OsString {
@@ -58,8 +89,18 @@ fn model_arg(spec: &ModelSpec) -> OsString {
 }
 
 /// The child invocation that measures `w` on `spec`.
-fn worker_args(w: Workload, spec: &ModelSpec, args: &BenchArgs, home: &Path) -> Vec<OsString> {
+fn worker_args(
+    w: Workload,
+    spec: &ModelSpec,
+    args: &BenchArgs,
+    home: &Path,
+    job_dir: Option<&Path>,
+) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["--home".into(), home.into(), "bench".into()];
+    if let Some(d) = job_dir {
+        v.push("--job-dir".into());
+        v.push(d.into());
+    }
     for (flag, value) in [
         ("--worker", w.name().into()),
         ("--model", model_arg(spec)),
@@ -75,11 +116,17 @@ fn worker_args(w: Workload, spec: &ModelSpec, args: &BenchArgs, home: &Path) -> 
     v
 }
 
-fn spawn(w: Workload, spec: &ModelSpec, args: &BenchArgs, home: &Path) -> Result<Measured> {
+pub(crate) fn spawn(
+    w: Workload,
+    spec: &ModelSpec,
+    args: &BenchArgs,
+    home: &Path,
+    job_dir: Option<&Path>,
+) -> Result<Measured> {
     let exe = std::env::current_exe().context("locate the fedp2eft binary")?;
     // stderr stays attached: the child draws its own progress bar and reports its own errors.
     let out = Command::new(exe)
-        .args(worker_args(w, spec, args, home))
+        .args(worker_args(w, spec, args, home, job_dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -116,7 +163,7 @@ pub fn run(args: &BenchArgs, home: &Path) -> Result<()> {
     };
     if let Some(w) = args.worker {
         let spec = args.model.first().context("--worker needs one --model")?;
-        return worker::run(w, spec, shape, home);
+        return worker::run(w, spec, shape, home, args.job_dir.as_deref());
     }
     let machine = Machine::detect();
     if machine.profile == "debug" {
@@ -133,8 +180,8 @@ pub fn run(args: &BenchArgs, home: &Path) -> Result<()> {
     if args.dry_run {
         let exe = std::env::current_exe().map_or("fedp2eft".into(), |p| p.display().to_string());
         for spec in &runnable {
-            for &w in &args.workloads {
-                let a = worker_args(w, spec, args, home);
+            for w in args.workloads() {
+                let a = worker_args(w, spec, args, home, None);
                 let a: Vec<_> = a.iter().map(|s| s.to_string_lossy()).collect();
                 println!("would run: {exe} {}", a.join(" "));
             }
@@ -148,17 +195,20 @@ pub fn run(args: &BenchArgs, home: &Path) -> Result<()> {
         !runnable.is_empty(),
         "no model to benchmark (see the skips above)"
     );
+    if args.vs_reference {
+        return versus::run(args, &runnable, shape, &machine, &date, home);
+    }
     let mut table = report::table_header();
     for spec in runnable {
         let mut workloads = Vec::new();
-        for &w in &args.workloads {
+        for w in args.workloads() {
             println!(
                 "{} {}: 1 warm-up + {} iterations",
                 spec.name(),
                 w.name(),
                 args.iters
             );
-            let r = WorkloadResult::new(spawn(w, spec, args, home)?);
+            let r = WorkloadResult::new(spawn(w, spec, args, home, None)?);
             println!(
                 "  median {:.3} s, min {:.3} s, {:.0} tokens/s, {:.1} GFLOP/s, peak RSS {}",
                 r.median_seconds,

@@ -3,6 +3,7 @@
 //! `scripts/reference/minilm_golden.py` (torch / transformers versions recorded in the file;
 //! token ids from the pure-Python `BertTokenizer`, independent of the `tokenizers` crate).
 use candle_core::{Device, Tensor};
+use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
 use fedp2eft_core::model::{load_hf, HfTokenizer, Tokenize};
 use serde_json::Value;
 
@@ -97,5 +98,30 @@ fn hidden_states_and_pooler_equal_transformers() -> anyhow::Result<()> {
     println!("max |Δ| hidden {dh:.2e}, pooler {dp:.2e}");
     assert!(dh < 1e-4, "hidden states differ by {dh}");
     assert!(dp < 1e-4, "pooler output differs by {dp}");
+
+    // `forward` runs the last layer for the first token only; with adapters it must still give
+    // forward_all's logits.
+    let mut adapted = model.clone();
+    let init = AdapterInit::new(
+        &adapted,
+        LoraConfig {
+            r: 4,
+            lora_alpha: 8.0,
+            seed: 3,
+        },
+    )?;
+    let lambda = vec![0.5f32; 4 * adapted.num_adapted()];
+    init.install_full(&mut adapted, &lambda)?;
+    for l in adapted.linears_mut() {
+        let ad = l.adapter.as_mut().expect("adapter");
+        let b = Tensor::randn(0f32, 0.1, ad.b.dims(), &dev)?;
+        ad.b.set(&b)?;
+    }
+    for m in [&model, &adapted] {
+        let all = m.forward_all(&ids, &mask, None)?.logits;
+        let fast = m.forward(&ids, &mask)?;
+        let d = (all - fast)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "forward differs from forward_all by {d}");
+    }
     Ok(())
 }

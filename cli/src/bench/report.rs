@@ -232,6 +232,7 @@ mod tests {
             flops: 5e9,
             rss_after_load_kb: None,
             peak_rss_kb: Some(2048),
+            detail: None,
         };
         let w = WorkloadResult::new(m);
         assert_eq!(w.median_seconds, 2.5);

@@ -13,7 +13,7 @@ use fedp2eft_core::train::{self, Dataset, Encoded, Objective, Params, TrainConfi
 use fedp2eft_core::{home, Control, Progress, Stage};
 use serde::{Deserialize, Serialize};
 
-use super::flops;
+use super::{flops, reference};
 use crate::models::{self, ModelSpec};
 use crate::progress::Bars;
 
@@ -24,6 +24,11 @@ pub enum Workload {
     Forward,
     /// One BT-LoRA stage-1 step through `train::train`: CE + priors, backward, AdamW.
     TrainStep,
+    /// One plain LoRA step (r = 8, α = 16, λ fixed at one on every linear): CE, AdamW.
+    LoraStep,
+    /// The whole `personalize` on one client of the emoji benchmark: features, PSG, prune,
+    /// 2-epoch fine-tune, merge, evaluation before and after.
+    Personalize,
 }
 
 impl Workload {
@@ -32,6 +37,16 @@ impl Workload {
         match self {
             Workload::Forward => "forward",
             Workload::TrainStep => "train-step",
+            Workload::LoraStep => "lora-step",
+            Workload::Personalize => "personalize",
+        }
+    }
+
+    /// The workload's name in scripts/reference/bench_reference.py.
+    pub fn reference_name(self) -> &'static str {
+        match self {
+            Workload::TrainStep => "bt-lora-step",
+            other => other.name(),
         }
     }
 }
@@ -58,6 +73,9 @@ pub struct Measured {
     pub flops: f64,
     pub rss_after_load_kb: Option<u64>,
     pub peak_rss_kb: Option<u64>,
+    /// Workload-specific details (personalize: its report's timings, accuracy, ranks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// How the benchmark's token ids are made (recorded in the results).
@@ -114,13 +132,39 @@ fn real_batch(tok: &dyn Tokenize, home: &Path, batch: usize, seq: usize) -> Resu
 }
 
 /// VmRSS / VmHWM of this process in kB (Linux only).
-fn proc_status_kb(field: &str) -> Option<u64> {
+pub fn proc_status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-pub fn run(workload: Workload, spec: &ModelSpec, shape: Shape, home: &Path) -> Result<()> {
+/// Plain LoRA as the reference's peft LoraConfig(r, lora_alpha = 2r): λ fixed at one.
+fn attach_lora(model: &mut SeqClassifier, r: usize, seed: u64) -> Result<()> {
+    let lora = LoraConfig {
+        r,
+        lora_alpha: 2.0 * r as f64,
+        seed,
+    };
+    let layers = model.num_adapted();
+    let init = AdapterInit::new(model, lora)?;
+    let ranks = vec![(0..r).collect::<Vec<_>>(); layers];
+    init.install(model, &ranks, &vec![vec![1f32; r]; layers], false)?;
+    Ok(())
+}
+
+/// Rank of the `lora-step` workload (the reference's LoRA baseline setting).
+pub const LORA_STEP_RANK: usize = 8;
+
+pub fn run(
+    workload: Workload,
+    spec: &ModelSpec,
+    shape: Shape,
+    home: &Path,
+    job_dir: Option<&Path>,
+) -> Result<()> {
+    if workload == Workload::Personalize {
+        return super::personalize::run(spec, shape, home, job_dir);
+    }
     let dev = Device::Cpu;
     let source = spec.source(home)?;
     let mut loaded = models::load(&source, shape.labels, 42, &dev)?;
@@ -134,19 +178,25 @@ pub fn run(workload: Workload, spec: &ModelSpec, shape: Shape, home: &Path) -> R
             shape.batch * shape.seq
         );
     }
+    if let Some(dir) = job_dir {
+        reference::write_step_job(dir, &loaded.model, &rows, shape)?;
+    }
     let model = &mut loaded.model;
-    let r = if workload == Workload::TrainStep {
-        shape.r_max
-    } else {
-        0
+    let r = match workload {
+        Workload::TrainStep => shape.r_max,
+        Workload::LoraStep => LORA_STEP_RANK,
+        _ => 0,
     };
-    if r > 0 {
-        attach_bt_lora(model, r, 42)?;
+    match workload {
+        Workload::TrainStep => attach_bt_lora(model, r, 42)?,
+        Workload::LoraStep => attach_lora(model, r, 42)?,
+        _ => {}
     }
     let counted = flops::count(model, shape.batch, shape.seq, r);
     let rss_after_load_kb = proc_status_kb("VmRSS:");
 
     let one_iter: Box<dyn Fn() -> Result<()>> = match workload {
+        Workload::Personalize => bail!("personalize has its own worker"),
         Workload::Forward => {
             let all: Vec<usize> = (0..rows.len()).collect();
             let b = train::make_batch(&rows, &all, pad_id, &dev)?;
@@ -160,7 +210,7 @@ pub fn run(workload: Workload, spec: &ModelSpec, shape: Shape, home: &Path) -> R
                 Ok(())
             })
         }
-        Workload::TrainStep => {
+        Workload::TrainStep | Workload::LoraStep => {
             let cfg = TrainConfig {
                 epochs: 1,
                 batch_size: shape.batch,
@@ -168,7 +218,11 @@ pub fn run(workload: Workload, spec: &ModelSpec, shape: Shape, home: &Path) -> R
                 ..TrainConfig::default()
             };
             let params = Params::adapters(model);
-            let objective = Objective::bayes_tune(model, PriorConfig::default(), rows.len())?;
+            let objective = if workload == Workload::TrainStep {
+                Objective::bayes_tune(model, PriorConfig::default(), rows.len())?
+            } else {
+                Objective::CrossEntropy
+            };
             let (model, rows) = (&*model, &rows);
             Box::new(move || {
                 let data = Dataset {
@@ -220,10 +274,11 @@ pub fn run(workload: Workload, spec: &ModelSpec, shape: Shape, home: &Path) -> R
         tokens,
         flops: match workload {
             Workload::Forward => counted.forward(),
-            Workload::TrainStep => counted.train_step(),
+            _ => counted.train_step(),
         },
         rss_after_load_kb,
         peak_rss_kb: proc_status_kb("VmHWM:"),
+        detail: None,
     };
     println!("{}", serde_json::to_string(&m)?);
     Ok(())
