@@ -61,7 +61,8 @@ pub struct BenchArgs {
     /// Internal: run one workload in this process and print its measurement as JSON.
     #[arg(long, hide = true)]
     pub worker: Option<Workload>,
-    /// Internal: where the worker writes the reference's job (weights, tokens, settings).
+    /// Internal: write the reference's job (weights, tokens, settings) here and measure
+    /// nothing (its buffers would count in the peak RSS).
     #[arg(long, hide = true)]
     pub job_dir: Option<PathBuf>,
 }
@@ -116,13 +117,14 @@ fn worker_args(
     v
 }
 
-pub(crate) fn spawn(
+/// Runs a worker child: it measures `w` (no `job_dir`) or writes the reference's job.
+fn child(
     w: Workload,
     spec: &ModelSpec,
     args: &BenchArgs,
     home: &Path,
     job_dir: Option<&Path>,
-) -> Result<Measured> {
+) -> Result<std::process::Output> {
     let exe = std::env::current_exe().context("locate the fedp2eft binary")?;
     // stderr stays attached: the child draws its own progress bar and reports its own errors.
     let out = Command::new(exe)
@@ -135,6 +137,27 @@ pub(crate) fn spawn(
     if !out.status.success() {
         bail!("{} on {spec} failed ({})", w.name(), out.status);
     }
+    Ok(out)
+}
+
+/// Writes the reference's job for `w` into `dir` (in a child of its own).
+pub(crate) fn write_job(
+    w: Workload,
+    spec: &ModelSpec,
+    args: &BenchArgs,
+    home: &Path,
+    dir: &Path,
+) -> Result<()> {
+    child(w, spec, args, home, Some(dir)).map(drop)
+}
+
+pub(crate) fn spawn(
+    w: Workload,
+    spec: &ModelSpec,
+    args: &BenchArgs,
+    home: &Path,
+) -> Result<Measured> {
+    let out = child(w, spec, args, home, None)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
@@ -208,7 +231,7 @@ pub fn run(args: &BenchArgs, home: &Path) -> Result<()> {
                 w.name(),
                 args.iters
             );
-            let r = WorkloadResult::new(spawn(w, spec, args, home, None)?);
+            let r = WorkloadResult::new(spawn(w, spec, args, home)?);
             println!(
                 "  median {:.3} s, min {:.3} s, {:.0} tokens/s, {:.1} GFLOP/s, peak RSS {}",
                 r.median_seconds,

@@ -132,3 +132,61 @@ fn kernels_reject_wrong_shapes() {
     let s = rand(&[2, 1, 3, 3], 13);
     assert!(kernels::masked_softmax(&s, &rand(&[2, 1, 1, 4], 14), 1.0).is_err());
 }
+
+#[test]
+fn lora_linear_matches_the_composite_form_in_every_gradient() {
+    let x = rand(&[3, 7, 24], 20);
+    let w = rand(&[40, 24], 21);
+    let b = rand(&[40], 22);
+    let a = Var::from_tensor(&rand(&[5, 24], 23)).unwrap();
+    let lb = Var::from_tensor(&rand(&[40, 5], 24)).unwrap();
+    let lam = Var::from_tensor(&rand(&[5], 25)).unwrap();
+    let wt = rand(&[3, 7, 40], 26);
+    let run = |fused: bool| {
+        let xv = Var::from_tensor(&x).unwrap();
+        let s = (lam.as_tensor() * 2.0).unwrap();
+        let y = if fused {
+            let a_hat = a
+                .as_tensor()
+                .broadcast_mul(&s.unsqueeze(1).unwrap())
+                .unwrap();
+            kernels::lora_linear(xv.as_tensor(), &w, Some(&b), &a_hat, lb.as_tensor()).unwrap()
+        } else {
+            let x2 = xv.as_tensor().reshape((21, 24)).unwrap();
+            let base = x2
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let h = x2
+                .matmul(&a.as_tensor().t().unwrap())
+                .unwrap()
+                .broadcast_mul(&s)
+                .unwrap();
+            let u = h.matmul(&lb.as_tensor().t().unwrap()).unwrap();
+            (base + u).unwrap().reshape((3, 7, 40)).unwrap()
+        };
+        let g = (&y * &wt).unwrap().sum_all().unwrap().backward().unwrap();
+        let grad = |v: &Var| g.get(v).unwrap().clone();
+        (y.detach(), grad(&xv), grad(&a), grad(&lb), grad(&lam))
+    };
+    let (f, c) = (run(true), run(false));
+    for (name, p, q) in [
+        ("y", &f.0, &c.0),
+        ("dx", &f.1, &c.1),
+        ("dA", &f.2, &c.2),
+        ("dB", &f.3, &c.3),
+        ("dλ", &f.4, &c.4),
+    ] {
+        let scale = q
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1.0);
+        let d = max_diff(p, q) / scale;
+        assert!(d < 1e-5, "lora_linear {name}: relative difference {d}");
+    }
+}

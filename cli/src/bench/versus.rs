@@ -9,7 +9,7 @@ use super::peak::{self, Peak};
 use super::reference::{self, RefMeasured};
 use super::report::Machine;
 use super::worker::{Measured, Shape, Workload};
-use super::{spawn, BenchArgs};
+use super::{spawn, write_job, BenchArgs};
 use crate::models::ModelSpec;
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,14 +145,15 @@ pub fn run(
         for w in args.workloads() {
             let jobs = tempfile::tempdir().context("temporary job folder")?;
             println!("{} {}: ours", spec.name(), w.name());
-            let ours = match spawn(w, spec, args, home, Some(jobs.path())) {
-                Ok(m) => m,
+            match write_job(w, spec, args, home, jobs.path()) {
+                Ok(()) => {}
                 Err(e) if w == Workload::Personalize => {
                     println!("  skipped: {e:#}");
                     continue;
                 }
                 Err(e) => return Err(e),
-            };
+            }
+            let ours = spawn(w, spec, args, home)?;
             println!("{} {}: reference", spec.name(), w.name());
             let theirs = reference::run(&python, &script, jobs.path(), w)?;
             let p = pair(spec.name(), w, ours, theirs);

@@ -179,7 +179,7 @@ pub fn run(
         );
     }
     if let Some(dir) = job_dir {
-        reference::write_step_job(dir, &loaded.model, &rows, shape)?;
+        return reference::write_step_job(dir, &loaded.model, &rows, shape);
     }
     let model = &mut loaded.model;
     let r = match workload {

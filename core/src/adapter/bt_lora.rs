@@ -75,6 +75,13 @@ impl BtLora {
         Ok(h.matmul(&self.b.as_tensor().t()?)?) // (n, out)
     }
 
+    /// Â = diag(λ·scaling)·A, shape (r, in): the branch is then (x·Âᵀ)·Bᵀ. Differentiable in
+    /// A and (when trainable) λ.
+    pub fn a_hat(&self) -> Result<Tensor> {
+        let s = (self.lambda.tensor() * self.scaling)?.unsqueeze(1)?;
+        Ok(self.a.as_tensor().broadcast_mul(&s)?)
+    }
+
     /// ΔW = ((λ ⊙_col B)·A)·scaling, shape (out, in).
     pub fn delta_weight(&self) -> Result<Tensor> {
         let bl = self.b.as_tensor().broadcast_mul(self.lambda.tensor())?;

@@ -4,6 +4,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::math::{erf, exp};
+use super::simd::{vectorized, Kernel};
 use super::slice;
 
 const CHUNK: usize = 1 << 14;
@@ -21,13 +22,7 @@ impl CustomOp1 for Gelu {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                pulp::Arch::new().dispatch(|| {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                    }
-                })
-            });
+            .for_each(|(y, x)| vectorized(Fwd { x, y }));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -50,19 +45,42 @@ impl CustomOp2 for GeluGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
         let mut dx = vec![0f32; x.len()];
-        let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
         dx.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(dx, (x, g))| {
-                pulp::Arch::new().dispatch(|| {
-                    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                        let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                        let pdf = inv_sqrt_2pi * exp(-0.5 * x * x);
-                        *dx = g * (cdf + x * pdf);
-                    }
-                })
-            });
+            .for_each(|(dx, (x, g))| vectorized(Bwd { x, g, dx }));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+struct Fwd<'a> {
+    x: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl Kernel for Fwd<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for (y, &x) in self.y.iter_mut().zip(self.x) {
+            *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+struct Bwd<'a> {
+    x: &'a [f32],
+    g: &'a [f32],
+    dx: &'a mut [f32],
+}
+
+impl Kernel for Bwd<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
+        for ((dx, &x), &g) in self.dx.iter_mut().zip(self.x).zip(self.g) {
+            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = inv_sqrt_2pi * exp(-0.5 * x * x);
+            *dx = g * (cdf + x * pdf);
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    let k = (x * std::f32::consts::LOG2_E).round();
+    // Round to nearest by the 1.5·2²³ trick: `f32::round` is a libm call that blocks vectorising.
+    const MAGIC: f32 = 12_582_912.0;
+    let k = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     // ln 2 split in a short high part (exact product with k) and the rest.
     let r = x - k * 0.693_359_4 + k * 2.121_944_4e-4;
     let p = 1.987_569_1e-4_f32;

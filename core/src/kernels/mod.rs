@@ -13,10 +13,11 @@ mod gelu;
 mod linear;
 mod math;
 mod norm;
+mod simd;
 mod softmax;
 
 pub use gelu::gelu;
-pub use linear::frozen_linear;
+pub use linear::{frozen_linear, lora_linear};
 pub use norm::layer_norm;
 pub use softmax::masked_softmax;
 

@@ -3,6 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::simd::{vectorized, Kernel};
 use super::{rows_per_task, slice};
 
 struct LayerNorm {
@@ -37,18 +38,7 @@ impl CustomOp1 for LayerNorm {
         let rows = rows_per_task(x.len() / h, h) * h;
         y.par_chunks_mut(rows)
             .zip(x.par_chunks(rows))
-            .for_each(|(y, x)| {
-                pulp::Arch::new().dispatch(|| {
-                    for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                        let (mean, rstd) = moments(x, self.eps);
-                        for (((y, &x), &g), &b) in
-                            y.iter_mut().zip(x).zip(&self.gamma).zip(&self.beta)
-                        {
-                            *y = (x - mean) * rstd * g + b;
-                        }
-                    }
-                })
-            });
+            .for_each(|(y, x)| vectorized(Fwd { op: self, x, y }));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -79,29 +69,60 @@ impl CustomOp2 for LayerNormGrad {
         let rows = rows_per_task(x.len() / h, h) * h;
         dx.par_chunks_mut(rows)
             .zip(x.par_chunks(rows).zip(g.par_chunks(rows)))
-            .for_each(|(dx, (x, g))| {
-                pulp::Arch::new().dispatch(|| {
-                    let iter = dx
-                        .chunks_exact_mut(h)
-                        .zip(x.chunks_exact(h).zip(g.chunks_exact(h)));
-                    for (dx, (x, g)) in iter {
-                        let (mean, rstd) = moments(x, self.eps);
-                        let (mut m1, mut m2) = (0f32, 0f32);
-                        for ((&x, &g), &w) in x.iter().zip(g).zip(&self.gamma) {
-                            let gg = g * w;
-                            m1 += gg;
-                            m2 += gg * (x - mean) * rstd;
-                        }
-                        m1 /= h as f32;
-                        m2 /= h as f32;
-                        for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(&self.gamma) {
-                            let xh = (x - mean) * rstd;
-                            *dx = rstd * (g * w - m1 - xh * m2);
-                        }
-                    }
-                })
-            });
+            .for_each(|(dx, (x, g))| vectorized(Bwd { op: self, x, g, dx }));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+struct Fwd<'a> {
+    op: &'a LayerNorm,
+    x: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl Kernel for Fwd<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let (gamma, beta, h) = (&self.op.gamma, &self.op.beta, self.op.gamma.len());
+        for (y, x) in self.y.chunks_exact_mut(h).zip(self.x.chunks_exact(h)) {
+            let (mean, rstd) = moments(x, self.op.eps);
+            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                *y = (x - mean) * rstd * g + b;
+            }
+        }
+    }
+}
+
+struct Bwd<'a> {
+    op: &'a LayerNormGrad,
+    x: &'a [f32],
+    g: &'a [f32],
+    dx: &'a mut [f32],
+}
+
+impl Kernel for Bwd<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let (gamma, h) = (&self.op.gamma, self.op.gamma.len());
+        let rows = self
+            .dx
+            .chunks_exact_mut(h)
+            .zip(self.x.chunks_exact(h).zip(self.g.chunks_exact(h)));
+        for (dx, (x, g)) in rows {
+            let (mean, rstd) = moments(x, self.op.eps);
+            let (mut m1, mut m2) = (0f32, 0f32);
+            for ((&x, &g), &w) in x.iter().zip(g).zip(gamma) {
+                let gg = g * w;
+                m1 += gg;
+                m2 += gg * (x - mean) * rstd;
+            }
+            m1 /= h as f32;
+            m2 /= h as f32;
+            for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(gamma) {
+                let xh = (x - mean) * rstd;
+                *dx = rstd * (g * w - m1 - xh * m2);
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::math::exp;
+use super::simd::{vectorized, Kernel};
 use super::{rows_per_task, slice};
 
 struct MaskedSoftmax {
@@ -32,29 +33,12 @@ impl CustomOp1 for MaskedSoftmax {
             .zip(x.par_chunks(rows * keys))
             .enumerate()
             .for_each(|(task, (y, x))| {
-                pulp::Arch::new().dispatch(|| {
-                    for (i, (y, x)) in y
-                        .chunks_exact_mut(keys)
-                        .zip(x.chunks_exact(keys))
-                        .enumerate()
-                    {
-                        let b = (task * rows + i) / self.rows_per_batch;
-                        let bias = &self.bias[b * keys..(b + 1) * keys];
-                        let mut max = f32::NEG_INFINITY;
-                        for ((y, &x), &m) in y.iter_mut().zip(x).zip(bias) {
-                            *y = x * self.scale + m;
-                            max = max.max(*y);
-                        }
-                        let mut sum = 0f32;
-                        for y in y.iter_mut() {
-                            *y = exp(*y - max);
-                            sum += *y;
-                        }
-                        let inv = 1.0 / sum;
-                        for y in y.iter_mut() {
-                            *y *= inv;
-                        }
-                    }
+                vectorized(Fwd {
+                    op: self,
+                    first_row: task * rows,
+                    keys,
+                    x,
+                    y,
                 })
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -85,19 +69,78 @@ impl CustomOp2 for SoftmaxGrad {
         dx.par_chunks_mut(rows)
             .zip(y.par_chunks(rows).zip(g.par_chunks(rows)))
             .for_each(|(dx, (y, g))| {
-                pulp::Arch::new().dispatch(|| {
-                    let iter = dx
-                        .chunks_exact_mut(keys)
-                        .zip(y.chunks_exact(keys).zip(g.chunks_exact(keys)));
-                    for (dx, (y, g)) in iter {
-                        let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                            *dx = self.scale * y * (g - dot);
-                        }
-                    }
+                vectorized(Bwd {
+                    scale: self.scale,
+                    keys,
+                    y,
+                    g,
+                    dx,
                 })
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+struct Fwd<'a> {
+    op: &'a MaskedSoftmax,
+    first_row: usize,
+    keys: usize,
+    x: &'a [f32],
+    y: &'a mut [f32],
+}
+
+impl Kernel for Fwd<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let (op, keys) = (self.op, self.keys);
+        for (i, (y, x)) in self
+            .y
+            .chunks_exact_mut(keys)
+            .zip(self.x.chunks_exact(keys))
+            .enumerate()
+        {
+            let b = (self.first_row + i) / op.rows_per_batch;
+            let bias = &op.bias[b * keys..(b + 1) * keys];
+            let mut max = f32::NEG_INFINITY;
+            for ((y, &x), &m) in y.iter_mut().zip(x).zip(bias) {
+                *y = x * op.scale + m;
+                max = max.max(*y);
+            }
+            let mut sum = 0f32;
+            for y in y.iter_mut() {
+                *y = exp(*y - max);
+                sum += *y;
+            }
+            let inv = 1.0 / sum;
+            for y in y.iter_mut() {
+                *y *= inv;
+            }
+        }
+    }
+}
+
+struct Bwd<'a> {
+    scale: f32,
+    keys: usize,
+    y: &'a [f32],
+    g: &'a [f32],
+    dx: &'a mut [f32],
+}
+
+impl Kernel for Bwd<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let keys = self.keys;
+        let rows = self
+            .dx
+            .chunks_exact_mut(keys)
+            .zip(self.y.chunks_exact(keys).zip(self.g.chunks_exact(keys)));
+        for (dx, (y, g)) in rows {
+            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                *dx = self.scale * y * (g - dot);
+            }
+        }
     }
 }
 

@@ -46,21 +46,23 @@ impl AdaptedLinear {
         if let Some(s) = stats {
             s.record(self.index, x)?;
         }
+        if self.trainable.is_none() && kernels::supported(x) {
+            // Frozen base: one fused op, which never differentiates W.
+            let (w, b) = (&self.weight, self.bias.as_ref());
+            return Ok(match &self.adapter {
+                None => kernels::frozen_linear(x, w, b)?,
+                Some(ad) => kernels::lora_linear(x, w, b, &ad.a_hat()?, ad.b.as_tensor())?,
+            });
+        }
         let dims = x.dims().to_vec();
         let d_in = dims[dims.len() - 1];
         let n = x.elem_count() / d_in;
         let x2 = x.reshape((n, d_in))?; // (tokens, in)
         let (w, b) = self.base_weights();
-        let mut y = if self.trainable.is_none() && kernels::supported(&x2) {
-            // Frozen weight: the fused kernel never differentiates it.
-            kernels::frozen_linear(&x2.contiguous()?, w, b)?
-        } else {
-            let y = x2.matmul(&w.t()?)?;
-            match b {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
-            }
-        };
+        let mut y = x2.matmul(&w.t()?)?;
+        if let Some(b) = b {
+            y = y.broadcast_add(b)?;
+        }
         if let Some(ad) = &self.adapter {
             y = (y + ad.forward(&x2)?)?;
         }
