@@ -190,3 +190,96 @@ fn lora_linear_matches_the_composite_form_in_every_gradient() {
         assert!(d < 1e-5, "lora_linear {name}: relative difference {d}");
     }
 }
+
+#[test]
+fn add_layer_norm_matches_the_composite_form() {
+    let a = rand(&[2, 9, 32], 30);
+    let x = rand(&[2, 9, 32], 31);
+    let g = rand(&[32], 32);
+    let b = rand(&[32], 33);
+    let wt = rand(&[2, 9, 32], 34);
+    let run = |fused: bool| {
+        let (av, xv) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&x).unwrap());
+        let y = if fused {
+            kernels::add_layer_norm(av.as_tensor(), xv.as_tensor(), &g, &b, 1e-12).unwrap()
+        } else {
+            let z = (av.as_tensor() + xv.as_tensor()).unwrap();
+            kernels::layer_norm(&z, &g, &b, 1e-12).unwrap()
+        };
+        let grads = (&y * &wt).unwrap().sum_all().unwrap().backward().unwrap();
+        let da = grads.get(&av).unwrap().clone();
+        let dx = grads.get(&xv).unwrap().clone();
+        (y.detach(), da, dx)
+    };
+    let (f, c) = (run(true), run(false));
+    assert!(max_diff(&f.0, &c.0) < TOL);
+    assert!(max_diff(&f.1, &c.1) < TOL);
+    assert!(max_diff(&f.2, &c.2) < TOL);
+}
+
+#[test]
+fn attention_matches_the_composite_form_in_every_gradient() {
+    let (b, t, tq, heads, hd) = (3, 7, 7, 4, 6);
+    let h = heads * hd;
+    let mut mask = vec![0f32; b * t];
+    for k in 4..t {
+        mask[t + k] = -1e9; // row 1 pads its last 3 keys
+    }
+    let bias = Tensor::from_vec(mask, (b, 1, 1, t), &Device::Cpu).unwrap();
+    let (q0, k0, v0) = (
+        rand(&[b, tq, h], 40),
+        rand(&[b, t, h], 41),
+        rand(&[b, t, h], 42),
+    );
+    let wt = rand(&[b, tq, h], 43);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let run = |fused: bool| {
+        let (q, k, v) = (
+            Var::from_tensor(&q0).unwrap(),
+            Var::from_tensor(&k0).unwrap(),
+            Var::from_tensor(&v0).unwrap(),
+        );
+        let y = if fused {
+            kernels::attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                &bias,
+                heads,
+                scale,
+            )
+            .unwrap()
+        } else {
+            let split = |x: &Tensor, t: usize| {
+                x.reshape((b, t, heads, hd))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (qh, kh, vh) = (
+                split(q.as_tensor(), tq),
+                split(k.as_tensor(), t),
+                split(v.as_tensor(), t),
+            );
+            let s = (qh.matmul(&kh.t().unwrap()).unwrap() * scale).unwrap();
+            let p = candle_nn::ops::softmax(&s.broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
+            let ctx = p.matmul(&vh).unwrap().transpose(1, 2).unwrap();
+            ctx.reshape((b, tq, h)).unwrap()
+        };
+        let g = (&y * &wt).unwrap().sum_all().unwrap().backward().unwrap();
+        let grad = |x: &Var| g.get(x).unwrap().clone();
+        (y.detach(), grad(&q), grad(&k), grad(&v))
+    };
+    let (f, c) = (run(true), run(false));
+    for (name, p, q) in [
+        ("ctx", &f.0, &c.0),
+        ("dq", &f.1, &c.1),
+        ("dk", &f.2, &c.2),
+        ("dv", &f.3, &c.3),
+    ] {
+        let d = max_diff(p, q);
+        assert!(d < TOL, "attention {name}: differs by {d}");
+    }
+}

@@ -6,6 +6,9 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 
+use rayon::prelude::*;
+
+use super::rows_per_task;
 use super::simd::{vectorized, Kernel};
 
 struct Frozen {
@@ -81,7 +84,28 @@ impl Kernel for AddRows<'_> {
 }
 
 fn add_rows(y: &mut [f32], u: Option<&[f32]>, b: Option<&[f32]>, d_out: usize) {
-    vectorized(AddRows { y, u, b, d_out })
+    let rows = rows_per_task(y.len() / d_out, d_out) * d_out;
+    match u {
+        Some(u) => y
+            .par_chunks_mut(rows)
+            .zip(u.par_chunks(rows))
+            .for_each(|(y, u)| {
+                vectorized(AddRows {
+                    y,
+                    u: Some(u),
+                    b,
+                    d_out,
+                })
+            }),
+        None => y.par_chunks_mut(rows).for_each(|y| {
+            vectorized(AddRows {
+                y,
+                u: None,
+                b,
+                d_out,
+            })
+        }),
+    }
 }
 
 fn bias_vec(b: &Option<Tensor>) -> candle_core::Result<Option<Vec<f32>>> {
@@ -105,6 +129,9 @@ impl CustomOp1 for Frozen {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if !x.track_op() {
+            return Ok(None); // e.g. the first layer's input: the embeddings are frozen
+        }
         let d_out = self.w.dim(0)?;
         let n = g.elem_count() / d_out;
         let dx = g.detach().reshape((n, d_out))?.matmul(&self.w)?;
@@ -171,11 +198,15 @@ impl CustomOp3 for Lora {
         let g = g.detach().reshape((n, d_out))?;
         let x2 = x.detach().reshape((n, d_in))?;
         let gb = g.matmul(&b)?; // (n, r)
-        let dx = (g.matmul(&self.w)? + gb.matmul(&a)?)?;
+                                // The first layer's input (frozen embeddings) needs no gradient.
+        let dx = match x.track_op() {
+            true => Some((g.matmul(&self.w)? + gb.matmul(&a)?)?.reshape(x.shape())?),
+            false => None,
+        };
         let da = gb.t()?.matmul(&x2)?; // (r, in)
         let h = x2.matmul(&a.t()?)?; // (n, r)
         let db = g.t()?.matmul(&h)?; // (out, r)
-        Ok((Some(dx.reshape(x.shape())?), Some(da), Some(db)))
+        Ok((dx, Some(da), Some(db)))
     }
 }
 

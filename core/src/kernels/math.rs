@@ -32,6 +32,46 @@ pub fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// Lanes of the vectorisable reductions: f32 sums are only reordered into SIMD lanes when the
+/// code says so (no fast-math), so they accumulate into this many partial sums.
+const LANES: usize = 16;
+
+/// Σ f(i) for i < n, in `LANES` partial sums.
+#[inline(always)]
+pub fn sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let full = n - n % LANES;
+    let mut i = 0;
+    while i < full {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(i + l);
+        }
+        i += LANES;
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for j in full..n {
+        s += f(j);
+    }
+    s
+}
+
+/// max of x (−∞ for an empty slice), in `LANES` partial maxima.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &v in acc.iter().chain(chunks.remainder()) {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

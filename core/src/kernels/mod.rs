@@ -9,6 +9,7 @@
 //! Element-wise loops run inside `pulp::Arch::dispatch`, which compiles them for the best vector
 //! ISA the CPU has (AVX-512, AVX2, NEON) behind a runtime check; the default build stays
 //! portable.
+mod attention;
 mod gelu;
 mod linear;
 mod math;
@@ -16,9 +17,10 @@ mod norm;
 mod simd;
 mod softmax;
 
+pub use attention::attention;
 pub use gelu::gelu;
 pub use linear::{frozen_linear, lora_linear};
-pub use norm::layer_norm;
+pub use norm::{add_layer_norm, layer_norm};
 pub use softmax::masked_softmax;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Tensor};

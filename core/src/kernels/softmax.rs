@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::math::{exp, max, sum_by};
 use super::simd::{vectorized, Kernel};
 use super::{rows_per_task, slice};
 
@@ -101,16 +101,14 @@ impl Kernel for Fwd<'_> {
         {
             let b = (self.first_row + i) / op.rows_per_batch;
             let bias = &op.bias[b * keys..(b + 1) * keys];
-            let mut max = f32::NEG_INFINITY;
             for ((y, &x), &m) in y.iter_mut().zip(x).zip(bias) {
                 *y = x * op.scale + m;
-                max = max.max(*y);
             }
-            let mut sum = 0f32;
+            let max = max(y);
             for y in y.iter_mut() {
                 *y = exp(*y - max);
-                sum += *y;
             }
+            let sum = sum_by(keys, |i| y[i]);
             let inv = 1.0 / sum;
             for y in y.iter_mut() {
                 *y *= inv;
@@ -136,7 +134,7 @@ impl Kernel for Bwd<'_> {
             .chunks_exact_mut(keys)
             .zip(self.y.chunks_exact(keys).zip(self.g.chunks_exact(keys)));
         for (dx, (y, g)) in rows {
-            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+            let dot = sum_by(keys, |i| y[i] * g[i]);
             for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
                 *dx = self.scale * y * (g - dot);
             }
@@ -166,4 +164,12 @@ pub fn masked_softmax(
         rows_per_batch: h * q,
     };
     scores.contiguous()?.apply_op1(op)
+}
+
+/// The softmax backward on its own: scale·y ⊙ (dy − Σ dy⊙y), for y (…, keys) and dy alike.
+pub fn softmax_grad(y: &Tensor, dy: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    let op = SoftmaxGrad {
+        scale: scale as f32,
+    };
+    y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &op)
 }

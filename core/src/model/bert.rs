@@ -46,24 +46,25 @@ impl EncoderLayer {
         let (b, t, h) = x.dims3()?;
         let tq = xq.dim(1)?;
         let hd = h / self.num_heads;
-        let heads = |y: Tensor, t: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, self.num_heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?) // (batch, heads, seq, head_dim)
-        };
-        let q = heads(self.query.forward(xq, stats.as_deref_mut())?, tq)?;
-        let k = heads(self.key.forward(x, stats.as_deref_mut())?, t)?;
-        let v = heads(self.value.forward(x, stats.as_deref_mut())?, t)?;
+        let q = self.query.forward(xq, stats.as_deref_mut())?;
+        let k = self.key.forward(x, stats.as_deref_mut())?;
+        let v = self.value.forward(x, stats.as_deref_mut())?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?;
-        let probs = if kernels::supported(&scores) {
-            kernels::masked_softmax(&scores, bias, scale)?
+        let ctx = if kernels::supported(&q) {
+            kernels::attention(&q, &k, &v, bias, self.num_heads, scale)?
         } else {
-            softmax_last(&(scores * scale)?.broadcast_add(bias)?)?
-        }; // (batch, heads, seq, seq)
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, tq, h))?;
+            let heads = |y: Tensor, t: usize| -> Result<Tensor> {
+                Ok(y.reshape((b, t, self.num_heads, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?) // (batch, heads, seq, head_dim)
+            };
+            let (q, k, v) = (heads(q, tq)?, heads(k, t)?, heads(v, t)?);
+            let scores = (q.matmul(&k.t()?)? * scale)?;
+            let probs = softmax_last(&scores.broadcast_add(bias)?)?; // (batch, heads, seq, seq)
+            probs.matmul(&v)?.transpose(1, 2)?.reshape((b, tq, h))?
+        };
         let a = self.attn_out.forward(&ctx, stats.as_deref_mut())?;
-        let x = self.attn_norm.forward(&(a + xq)?)?;
+        let x = self.attn_norm.forward_residual(&a, xq)?;
         let i = self.intermediate.forward(&x, stats.as_deref_mut())?;
         let i = if kernels::supported(&i) {
             kernels::gelu(&i)?
@@ -71,7 +72,7 @@ impl EncoderLayer {
             i.gelu_erf()?
         };
         let o = self.output.forward(&i, stats)?;
-        self.out_norm.forward(&(o + x)?)
+        self.out_norm.forward_residual(&o, &x)
     }
 }
 

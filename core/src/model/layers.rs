@@ -14,6 +14,20 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// LN(a + x): the post-LN residual block, fused on the CPU.
+    pub fn forward_residual(&self, a: &Tensor, x: &Tensor) -> Result<Tensor> {
+        if kernels::supported(x) && !self.weight.track_op() && !self.bias.track_op() {
+            return Ok(kernels::add_layer_norm(
+                a,
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps,
+            )?);
+        }
+        self.forward(&(a + x)?)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if kernels::supported(x) && !self.weight.track_op() && !self.bias.track_op() {
             return Ok(kernels::layer_norm(x, &self.weight, &self.bias, self.eps)?);
