@@ -94,8 +94,9 @@ pub fn build_classifier(
             "position offset beyond the position table".into(),
         ));
     }
+    let word = w.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
     let embeddings = Embeddings {
-        word: w.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+        word: compact_word_table(word)?,
         position: w.get("embeddings.position_embeddings.weight", &[max_pos, h])?,
         token_type: w.get(
             "embeddings.token_type_embeddings.weight",
@@ -172,4 +173,17 @@ pub fn build_classifier(
         pooler,
         classifier,
     })
+}
+
+/// Word tables of at least this many values (128 MB in f32) are kept in f16: multilingual
+/// vocabularies (e5-small: 250k × 384 = 384 MB in f32) dominate the model's memory, and a
+/// frozen lookup table loses nothing that matters at f16's 11-bit precision (rows are widened
+/// to f32 as they are gathered). Small tables (MiniLM: 30k × 384) stay f32.
+pub const F16_WORD_TABLE_MIN: usize = 32 << 20;
+
+fn compact_word_table(word: Tensor) -> Result<Tensor> {
+    if word.dtype() == candle_core::DType::F32 && word.elem_count() >= F16_WORD_TABLE_MIN {
+        return Ok(word.to_dtype(candle_core::DType::F16)?);
+    }
+    Ok(word)
 }

@@ -43,9 +43,16 @@ pub fn load_e5s1(path: &Path) -> Result<E5s1> {
     read_e5s1(&bytes, path)
 }
 
-/// Parse an E5S1 image; `path` only names it in errors. Everything is validated before any
-/// tensor is dequantised, so a bad file fails fast.
-pub fn read_e5s1(bytes: &[u8], path: &Path) -> Result<E5s1> {
+/// Only the tokenizer of an E5S1 file (a saved base model has its weights elsewhere): nothing
+/// is dequantised.
+pub fn load_e5s1_tokenizer(path: &Path) -> Result<E5Tokenizer> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, _, tokenizer) = read_header(&bytes, path)?;
+    Ok(tokenizer)
+}
+
+/// Magic, version, config and tokenizer; the cursor is left at the tensor directory.
+fn read_header<'a>(bytes: &'a [u8], path: &Path) -> Result<(Cursor<'a>, BertConfig, E5Tokenizer)> {
     let fail = |reason: String| Error::format(KIND, path, reason);
     let mut c = Cursor { buf: bytes, pos: 0 };
     let magic = c.take(4, "magic").map_err(&fail)?;
@@ -58,12 +65,20 @@ pub fn read_e5s1(bytes: &[u8], path: &Path) -> Result<E5s1> {
             "unsupported version {version} (reads {VERSION})"
         )));
     }
-    let mut config = read_config(&mut c).map_err(&fail)?;
+    let config = read_config(&mut c).map_err(&fail)?;
     let tok = read_tokenizer(&mut c, config.vocab_size).map_err(&fail)?;
-    let dir = read_directory(&mut c, bytes).map_err(&fail)?;
-    let plan = plan_tensors(&config, dir).map_err(&fail)?;
     let tokenizer =
         E5Tokenizer::new(tok.pieces, tok.special, tok.norm).map_err(|e| fail(e.to_string()))?;
+    Ok((c, config, tokenizer))
+}
+
+/// Parse an E5S1 image; `path` only names it in errors. Everything is validated before any
+/// tensor is dequantised, so a bad file fails fast.
+pub fn read_e5s1(bytes: &[u8], path: &Path) -> Result<E5s1> {
+    let fail = |reason: String| Error::format(KIND, path, reason);
+    let (mut c, mut config, tokenizer) = read_header(bytes, path)?;
+    let dir = read_directory(&mut c, bytes).map_err(&fail)?;
+    let plan = plan_tensors(&config, dir).map_err(&fail)?;
 
     let mut tensors = HashMap::with_capacity(plan.len());
     for t in plan {

@@ -24,12 +24,12 @@ pub fn read_weights(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>
         ));
     }
     let is_pickle = path.extension().is_some_and(|e| e == "bin" || e == "pt");
-    let res = if is_pickle {
-        candle_core::pickle::read_all(path).map(|v| v.into_iter().collect())
-    } else {
-        candle_core::safetensors::load(path, dev)
-    };
-    res.map_err(|e| Error::format("weights", path, e.to_string()))
+    if !is_pickle {
+        return super::st_reader::read(path, dev);
+    }
+    candle_core::pickle::read_all(path)
+        .map(|v| v.into_iter().collect())
+        .map_err(|e| Error::format("weights", path, e.to_string()))
 }
 
 /// The weights file of a checkpoint directory: safetensors preferred.

@@ -60,6 +60,7 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     /// (vocab, hidden); frozen: it dominates memory and barely moves under fine-tuning.
+    /// f16 for large vocabularies, else f32.
     pub word: Tensor,
     pub position: Tensor,
     pub token_type: Tensor,
@@ -73,6 +74,8 @@ impl Embeddings {
         let (b, t) = ids.dims2()?;
         let hidden = self.word.dim(1)?;
         let words = self.word.index_select(&ids.flatten_all()?, 0)?;
+        // A large table is stored in f16 (see `build::F16_WORD_TABLE_MIN`).
+        let words = words.to_dtype(DType::F32)?;
         let words = words.reshape((b, t, hidden))?;
         let pos = self.position.narrow(0, self.first_position, t)?; // (seq, hidden)
         let tt = self.token_type.get(0)?; // every input is a single segment

@@ -9,12 +9,13 @@ pub mod layers;
 pub mod linear;
 pub mod save;
 pub mod spec;
+mod st_reader;
 pub mod tokenizer;
 
 pub use bert::{EncoderOutput, SeqClassifier};
 pub use config::BertConfig;
 pub use e5_tokenizer::E5Tokenizer;
-pub use e5s1::{load_e5s1, E5s1};
+pub use e5s1::{load_e5s1, load_e5s1_tokenizer, E5s1};
 pub use hf::{load_hf, HfTokenizer};
 pub use linear::AdaptedLinear;
 pub use save::save_hf_classifier;

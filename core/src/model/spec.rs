@@ -7,7 +7,10 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::build::build_classifier;
-use super::{load_e5s1, load_hf, save_hf_classifier, HfTokenizer, SeqClassifier, Tokenize};
+use super::{
+    load_e5s1, load_e5s1_tokenizer, load_hf, save_hf_classifier, HfTokenizer, SeqClassifier,
+    Tokenize,
+};
 use crate::{Error, Result};
 
 /// Where a model comes from.
@@ -57,7 +60,7 @@ impl Tokenize for Prefixed {
 
 fn tokenizer_of(source: &ModelSpec) -> Result<Box<dyn Tokenize>> {
     Ok(match source {
-        ModelSpec::E5s1(p) => Box::new(load_e5s1(p)?.tokenizer),
+        ModelSpec::E5s1(p) => Box::new(load_e5s1_tokenizer(p)?),
         ModelSpec::Hf(d) => Box::new(HfTokenizer::from_file(&d.join("tokenizer.json"))?),
     })
 }

@@ -1,0 +1,118 @@
+//! A streaming safetensors reader: each tensor is read from the file straight into its own
+//! buffer. `candle_core::safetensors::load` reads the whole file into memory first and then
+//! copies every tensor out of it, so loading e5-small (470 MB) peaked near twice its size; here
+//! the peak is the weights themselves.
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+#[derive(Deserialize)]
+struct Info {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (usize, usize),
+}
+
+fn dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F64" => DType::F64,
+        "I64" => DType::I64,
+        "U32" => DType::U32,
+        "U8" => DType::U8,
+        _ => return None,
+    })
+}
+
+/// Every tensor of a safetensors file, validated against the header (names, dtypes, sizes,
+/// offsets covering the data exactly) before anything large is allocated.
+pub fn read(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
+    let bad = |m: String| Error::format("weights", path, m);
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| bad("file shorter than the safetensors header".into()))?;
+    let n = u64::from_le_bytes(len) as usize;
+    if n > 100_000_000 || 8 + n > file_len {
+        return Err(bad(format!("header of {n} bytes does not fit the file")));
+    }
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header)
+        .map_err(|e| bad(format!("reading the header: {e}")))?;
+    let mut infos: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    infos.remove("__metadata__");
+    let data_len = file_len - 8 - n;
+    let mut parsed = Vec::with_capacity(infos.len());
+    let mut covered = 0usize;
+    for (name, v) in infos {
+        let info: Info = serde_json::from_value(v).map_err(|e| bad(format!("{name}: {e}")))?;
+        let dt = dtype(&info.dtype).ok_or_else(|| bad(format!("{name}: dtype {}", info.dtype)))?;
+        let (start, end) = info.data_offsets;
+        let numel: usize = info.shape.iter().product();
+        if start > end || end > data_len || end - start != numel * dt.size_in_bytes() {
+            return Err(bad(format!(
+                "{name}: offsets {start}..{end} do not hold {numel} {} values in {data_len} bytes",
+                info.dtype
+            )));
+        }
+        covered += end - start;
+        parsed.push((name, dt, info.shape, start, end));
+    }
+    if covered != data_len {
+        return Err(bad(format!(
+            "tensors cover {covered} of {data_len} data bytes (truncated or overlapping)"
+        )));
+    }
+    parsed.sort_by_key(|p| p.3);
+    let mut out = HashMap::with_capacity(parsed.len());
+    for (name, dt, shape, start, end) in parsed {
+        f.seek(SeekFrom::Start((8 + n + start) as u64))
+            .map_err(|e| Error::io(path, e))?;
+        let numel = shape.iter().product::<usize>();
+        let t = if dt == DType::F32
+            && name.ends_with("word_embeddings.weight")
+            && numel >= super::build::F16_WORD_TABLE_MIN
+        {
+            // Converted while reading: the f32 table never exists in memory.
+            let mut out = Vec::with_capacity(numel);
+            let mut buf = vec![0f32; 1 << 18];
+            let mut left = numel;
+            while left > 0 {
+                let chunk = &mut buf[..left.min(1 << 18)];
+                f.read_exact(bytemuck::cast_slice_mut(chunk))
+                    .map_err(|e| bad(format!("{name}: {e}")))?;
+                out.extend(
+                    chunk
+                        .iter()
+                        .map(|&x| half::f16::from_f32(f32::from_bits(u32::from_le(x.to_bits())))),
+                );
+                left -= chunk.len();
+            }
+            Tensor::from_vec(out, shape, dev)?
+        } else if dt == DType::F32 {
+            let mut v = vec![0f32; (end - start) / 4];
+            f.read_exact(bytemuck::cast_slice_mut(&mut v))
+                .map_err(|e| bad(format!("{name}: {e}")))?;
+            v.iter_mut()
+                .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+            Tensor::from_vec(v, shape, dev)?
+        } else {
+            let mut bytes = vec![0u8; end - start];
+            f.read_exact(&mut bytes)
+                .map_err(|e| bad(format!("{name}: {e}")))?;
+            Tensor::from_raw_buffer(&bytes, dt, &shape, dev)?
+        };
+        out.insert(name, t);
+    }
+    Ok(out)
+}
