@@ -35,6 +35,11 @@ fn dtype(name: &str) -> Option<DType> {
 /// Every tensor of a safetensors file, validated against the header (names, dtypes, sizes,
 /// offsets covering the data exactly) before anything large is allocated.
 pub fn read(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
+    read_with(path, dev, super::build::F16_WORD_TABLE_MIN)
+}
+
+/// `read`, converting a word-embedding table of at least `f16_min` values to f16.
+fn read_with(path: &Path, dev: &Device, f16_min: usize) -> Result<HashMap<String, Tensor>> {
     let bad = |m: String| Error::format("weights", path, m);
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
@@ -79,9 +84,7 @@ pub fn read(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
         f.seek(SeekFrom::Start((8 + n + start) as u64))
             .map_err(|e| Error::io(path, e))?;
         let numel = shape.iter().product::<usize>();
-        let t = if dt == DType::F32
-            && name.ends_with("word_embeddings.weight")
-            && numel >= super::build::F16_WORD_TABLE_MIN
+        let t = if dt == DType::F32 && name.ends_with("word_embeddings.weight") && numel >= f16_min
         {
             // Converted while reading: the f32 table never exists in memory.
             let mut out = Vec::with_capacity(numel);
@@ -115,4 +118,44 @@ pub fn read(path: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
         out.insert(name, t);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_candle_writes_and_narrows_the_word_table() -> Result<()> {
+        let dev = Device::Cpu;
+        let word = Tensor::arange(0f32, 600_000.0, &dev)?
+            .affine(1e-3, -7.0)?
+            .reshape((1000, 600))?;
+        let other = Tensor::new(&[[1f32, -2.5], [3.0, 4.0]], &dev)?;
+        let ids = Tensor::new(&[7i64, 9], &dev)?;
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
+        let path = dir.path().join("m.safetensors");
+        let map: HashMap<String, Tensor> = [
+            ("emb.word_embeddings.weight".to_string(), word.clone()),
+            ("x".to_string(), other.clone()),
+            ("ids".to_string(), ids.clone()),
+        ]
+        .into();
+        candle_core::safetensors::save(&map, &path)?;
+        let full = read_with(&path, &dev, usize::MAX)?;
+        let narrow = read_with(&path, &dev, 1000)?;
+        for m in [&full, &narrow] {
+            assert_eq!(m["x"].to_vec2::<f32>()?, other.to_vec2::<f32>()?);
+            assert_eq!(m["ids"].to_vec1::<i64>()?, vec![7, 9]);
+        }
+        let w = &full["emb.word_embeddings.weight"];
+        assert_eq!(w.to_vec2::<f32>()?, word.to_vec2::<f32>()?);
+        let h = &narrow["emb.word_embeddings.weight"];
+        assert_eq!(h.dtype(), DType::F16);
+        let want = word.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+        assert_eq!(
+            h.to_dtype(DType::F32)?.to_vec2::<f32>()?,
+            want.to_vec2::<f32>()?
+        );
+        Ok(())
+    }
 }
