@@ -1,4 +1,5 @@
 //! `fedp2eft`: the command line for people and reproduction runs, thin over fedp2eft-core.
+mod alloc;
 mod atomic;
 mod bench;
 mod bt_lora;
@@ -17,11 +18,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// Training frees and re-allocates activation-sized buffers every step; glibc hands large ones
-/// back to the kernel each time, so every step page-faults them in again. mimalloc keeps them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +63,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let home = cli.home.unwrap_or_else(fedp2eft_core::home::home_dir);
+    if !matches!(cli.command, Cmd::Serve(_)) {
+        alloc::keep_freed_memory();
+    }
     let res = match cli.command {
         Cmd::Fetch(a) => fetch::run(&a, &home),
         Cmd::Inspect(a) => inspect::run(&a, &home),

@@ -122,6 +122,63 @@ fn bench_dry_run_plans_workers_and_writes_nothing() -> Result<()> {
     Ok(())
 }
 
+/// `bench --vs-reference` end to end on the smallest workload: our worker, the job handed to
+/// scripts/reference/bench_reference.py (PyTorch + peft, same weights and token ids), the
+/// ratio table. Needs the reference venv (scripts/test.sh makes it, FEDP2EFT_PY points to it).
+#[test]
+fn bench_vs_reference_runs_both_sides_and_writes_the_ratio_table() -> Result<()> {
+    let Some(py) = std::env::var_os("FEDP2EFT_PY") else {
+        anyhow::bail!("FEDP2EFT_PY is not set: run scripts/reference/setup-venv.sh and export it");
+    };
+    let out_dir = tempfile::tempdir()?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_fedp2eft"))
+        .current_dir(&root)
+        .args([
+            "bench",
+            "--vs-reference",
+            "--model",
+            "minilm",
+            "--workloads",
+            "forward",
+        ])
+        .args([
+            "--iters",
+            "1",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--reference-python",
+        ])
+        .arg(&py)
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "bench --vs-reference failed: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let md = std::fs::read_to_string(out_dir.path().join("vs-reference.md"))?;
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| minilm | forward |"))
+        .unwrap_or_default();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    ensure!(cells.len() > 6, "no minilm forward row in:\n{md}");
+    for (i, what) in [(3, "ours s"), (4, "reference s"), (5, "time ratio")] {
+        let v: f64 = cells[i].parse()?;
+        ensure!(v.is_finite() && v > 0.0, "{what} = {v} in {row}");
+    }
+    let json = std::fs::read_dir(out_dir.path())?
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("vs-reference-"));
+    ensure!(json.is_some(), "no vs-reference JSON written");
+    Ok(())
+}
+
 /// train-base → bt-lora → personalize on MiniLM with a JSON-lines file of real emoji items
 /// (English, two clients), then the typed errors of a bad budget and a missing base model.
 #[test]
