@@ -66,19 +66,20 @@ impl FeatureStats {
         self.count.len()
     }
 
-    /// Merges every element of `x` into layer `index`'s statistics.
+    /// Merges every element of `x` into layer `index`'s statistics (the batch's mean and M2
+    /// by two passes in f64, then Chan's merge).
     pub fn record(&mut self, index: usize, x: &Tensor) -> Result<()> {
-        let x = x.detach().to_dtype(DType::F64)?.flatten_all()?;
-        let m = x.dim(0)? as f64;
-        if m == 0.0 {
+        let v = x
+            .detach()
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        if v.is_empty() {
             return Ok(());
         }
-        let mean_y = x.mean_all()?.to_scalar::<f64>()?;
-        let m2_y = x
-            .affine(1.0, -mean_y)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?;
+        let m = v.len() as f64;
+        let mean_y = sum_f64(&v, |x| x) / m;
+        let m2_y = sum_f64(&v, |x| (x - mean_y) * (x - mean_y));
         let (n, mean_x) = (self.count[index], self.mean[index]);
         let tot = n + m;
         let delta = mean_y - mean_x;
@@ -143,4 +144,17 @@ mod tests {
         assert!((f[1] as f64 - (var + SD_EPS).sqrt()).abs() < 1e-6);
         Ok(())
     }
+}
+
+/// Σ f(x) in f64 over eight partial sums (which the compiler can keep in vector registers).
+fn sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&x| f(x as f64)).sum();
+    acc.iter().sum::<f64>() + tail
 }
