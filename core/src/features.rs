@@ -116,6 +116,19 @@ impl FeatureStats {
     }
 }
 
+/// Σ f(x) in f64 over eight partial sums (which the compiler can keep in vector registers).
+fn sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&x| f(x as f64)).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,17 +157,4 @@ mod tests {
         assert!((f[1] as f64 - (var + SD_EPS).sqrt()).abs() < 1e-6);
         Ok(())
     }
-}
-
-/// Σ f(x) in f64 over eight partial sums (which the compiler can keep in vector registers).
-fn sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x as f64);
-        }
-    }
-    let tail: f64 = chunks.remainder().iter().map(|&x| f(x as f64)).sum();
-    acc.iter().sum::<f64>() + tail
 }
