@@ -283,3 +283,42 @@ fn attention_matches_the_composite_form_in_every_gradient() {
         assert!(d < TOL, "attention {name}: differs by {d}");
     }
 }
+
+#[test]
+fn linear_of_gelu_equals_gelu_then_linear_in_every_gradient() {
+    let z0 = (rand(&[2, 5, 24], 50) * 2.0).unwrap();
+    let w = rand(&[16, 24], 51);
+    let b = rand(&[16], 52);
+    let a0 = rand(&[3, 24], 53);
+    let b0 = rand(&[16, 3], 54);
+    let wt = rand(&[2, 5, 16], 55);
+    for with_lora in [false, true] {
+        let run = |fused: bool| {
+            let (z, a, lb) = (
+                Var::from_tensor(&z0).unwrap(),
+                Var::from_tensor(&a0).unwrap(),
+                Var::from_tensor(&b0).unwrap(),
+            );
+            let lora = with_lora.then(|| (a.as_tensor(), lb.as_tensor()));
+            let y = if fused {
+                kernels::linear_of_gelu(z.as_tensor(), &w, Some(&b), lora).unwrap()
+            } else {
+                let g = kernels::gelu(z.as_tensor()).unwrap();
+                match lora {
+                    Some((a, lb)) => kernels::lora_linear(&g, &w, Some(&b), a, lb).unwrap(),
+                    None => kernels::frozen_linear(&g, &w, Some(&b)).unwrap(),
+                }
+            };
+            let grads = (&y * &wt).unwrap().sum_all().unwrap().backward().unwrap();
+            let get = |v: &Var| grads.get(v).cloned();
+            (y.detach(), get(&z).unwrap(), get(&a), get(&lb))
+        };
+        let (f, c) = (run(true), run(false));
+        assert!(max_diff(&f.0, &c.0) < TOL, "value, lora {with_lora}");
+        assert!(max_diff(&f.1, &c.1) < TOL, "dz, lora {with_lora}");
+        if with_lora {
+            assert!(max_diff(f.2.as_ref().unwrap(), c.2.as_ref().unwrap()) < TOL);
+            assert!(max_diff(f.3.as_ref().unwrap(), c.3.as_ref().unwrap()) < TOL);
+        }
+    }
+}

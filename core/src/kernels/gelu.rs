@@ -18,12 +18,10 @@ impl CustomOp1 for Gelu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l)?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| vectorized(Fwd { x, y }));
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(gelu_values(slice(s, l)?)),
+            l.shape().clone(),
+        ))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -82,6 +80,27 @@ impl Kernel for Bwd<'_> {
             *dx = g * (cdf + x * pdf);
         }
     }
+}
+
+/// GELU of every value.
+pub(super) fn gelu_values(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| vectorized(Fwd { x, y }));
+    y
+}
+
+/// GELU of a tensor, outside the graph.
+pub(super) fn gelu_detached(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.detach().contiguous()?.apply_op1_no_bwd(&Gelu)
+}
+
+/// dz = g · GELU'(z).
+pub(super) fn gelu_backward(z: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    z.detach()
+        .contiguous()?
+        .apply_op2_no_bwd(&g.contiguous()?, &GeluGrad)
 }
 
 /// GELU of a contiguous f32 CPU tensor, differentiable.

@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tens
 
 use rayon::prelude::*;
 
+use super::gelu::{gelu_backward, gelu_detached, gelu_values};
 use super::rows_per_task;
 use super::simd::{vectorized, Kernel};
 
@@ -16,6 +17,42 @@ struct Frozen {
     w: Tensor,
     /// (out,)
     b: Option<Tensor>,
+    /// The op's input is z and the layer sees GELU(z): BERT's feed-forward output layer. Only
+    /// z is kept for the backward pass; GELU(z) is recomputed there.
+    gelu: bool,
+}
+
+/// The layer's actual input: x itself, or GELU(x) in a buffer of its own.
+fn input<'a>(
+    s: &'a CpuStorage,
+    l: &'a Layout,
+    gelu: bool,
+    buf: &'a mut Option<(CpuStorage, Layout)>,
+) -> candle_core::Result<(&'a CpuStorage, &'a Layout)> {
+    if !gelu {
+        return Ok((s, l));
+    }
+    let a = gelu_values(super::slice(s, l)?);
+    let (s, l) = buf.insert((CpuStorage::F32(a), Layout::contiguous(l.shape())));
+    Ok((s, l))
+}
+
+/// The input seen by the layer in the backward pass, outside the graph.
+fn input_tensor(x: &Tensor, gelu: bool) -> candle_core::Result<Tensor> {
+    if gelu {
+        gelu_detached(x)
+    } else {
+        Ok(x.detach())
+    }
+}
+
+/// The gradient of the op's input from that of the layer's input.
+fn input_grad(x: &Tensor, d: Tensor, gelu: bool) -> candle_core::Result<Tensor> {
+    if gelu {
+        gelu_backward(x, &d)
+    } else {
+        Ok(d)
+    }
 }
 
 /// Rows n and width of an input whose last dimension is `d_in`; the output shape.
@@ -122,6 +159,8 @@ impl CustomOp1 for Frozen {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (d_out, d_in) = self.w.dims2()?;
         let (n, shape) = dims(l, d_in, d_out)?;
+        let mut buf = None;
+        let (s, l) = input(s, l, self.gelu, &mut buf)?;
         let mut y = matmul_t(s, l, n, &self.w)?;
         let b = bias_vec(&self.b)?;
         add_rows(f32s(&mut y)?, None, b.as_deref(), d_out);
@@ -135,13 +174,15 @@ impl CustomOp1 for Frozen {
         let d_out = self.w.dim(0)?;
         let n = g.elem_count() / d_out;
         let dx = g.detach().reshape((n, d_out))?.matmul(&self.w)?;
-        Ok(Some(dx.reshape(x.shape())?))
+        Ok(Some(input_grad(x, dx.reshape(x.shape())?, self.gelu)?))
     }
 }
 
 struct Lora {
     w: Tensor,
     b: Option<Tensor>,
+    /// As in `Frozen`.
+    gelu: bool,
 }
 
 impl CustomOp3 for Lora {
@@ -169,6 +210,8 @@ impl CustomOp3 for Lora {
                 self.w.shape()
             );
         }
+        let mut buf = None;
+        let (sx, lx) = input(sx, lx, self.gelu, &mut buf)?;
         let mut y = matmul_t(sx, lx, n, &self.w)?;
         let x2 = Layout::contiguous_with_offset((n, d_in), lx.start_offset());
         let h = sx.matmul(sa, (1, n, r, d_in), &x2, &la.transpose(0, 1)?)?; // (n, r)
@@ -196,11 +239,14 @@ impl CustomOp3 for Lora {
         let n = g.elem_count() / d_out;
         let (a, b) = (a.detach(), b.detach());
         let g = g.detach().reshape((n, d_out))?;
-        let x2 = x.detach().reshape((n, d_in))?;
+        let x2 = input_tensor(x, self.gelu)?.reshape((n, d_in))?;
         let gb = g.matmul(&b)?; // (n, r)
                                 // The first layer's input (frozen embeddings) needs no gradient.
         let dx = match x.track_op() {
-            true => Some((g.matmul(&self.w)? + gb.matmul(&a)?)?.reshape(x.shape())?),
+            true => {
+                let d = (g.matmul(&self.w)? + gb.matmul(&a)?)?.reshape(x.shape())?;
+                Some(input_grad(x, d, self.gelu)?)
+            }
             false => None,
         };
         let da = gb.t()?.matmul(&x2)?; // (r, in)
@@ -212,10 +258,7 @@ impl CustomOp3 for Lora {
 
 /// x: (..., in) contiguous f32 on the CPU; w: (out, in); b: (out,). Returns (..., out).
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(Frozen {
-        w: w.clone(),
-        b: b.cloned(),
-    })
+    linear(x, w, b, None, false)
 }
 
 /// x·Wᵀ + b + (x·Âᵀ)·Bᵀ with Â: (r, in) (λ and the scaling folded in), B: (out, r);
@@ -227,12 +270,35 @@ pub fn lora_linear(
     a_hat: &Tensor,
     lora_b: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op3(
-        &a_hat.contiguous()?,
-        &lora_b.contiguous()?,
-        Lora {
-            w: w.clone(),
-            b: b.cloned(),
-        },
-    )
+    linear(x, w, b, Some((a_hat, lora_b)), false)
+}
+
+/// The layer applied to GELU(z), without keeping GELU(z) (BERT's feed-forward output layer):
+/// equal to `linear(gelu(z), ..)` in value and in every gradient.
+pub fn linear_of_gelu(
+    z: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    lora: Option<(&Tensor, &Tensor)>,
+) -> candle_core::Result<Tensor> {
+    linear(z, w, b, lora, true)
+}
+
+fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    lora: Option<(&Tensor, &Tensor)>,
+    gelu: bool,
+) -> candle_core::Result<Tensor> {
+    let (w, b) = (w.clone(), b.cloned());
+    let x = x.contiguous()?;
+    match lora {
+        None => x.apply_op1(Frozen { w, b, gelu }),
+        Some((a_hat, lora_b)) => x.apply_op3(
+            &a_hat.contiguous()?,
+            &lora_b.contiguous()?,
+            Lora { w, b, gelu },
+        ),
+    }
 }

@@ -19,7 +19,7 @@ mod softmax;
 
 pub use attention::attention;
 pub use gelu::gelu;
-pub use linear::{frozen_linear, lora_linear};
+pub use linear::{frozen_linear, linear_of_gelu, lora_linear};
 pub use norm::{add_layer_norm, layer_norm};
 pub use softmax::masked_softmax;
 

@@ -66,12 +66,7 @@ impl EncoderLayer {
         let a = self.attn_out.forward(&ctx, stats.as_deref_mut())?;
         let x = self.attn_norm.forward_residual(&a, xq)?;
         let i = self.intermediate.forward(&x, stats.as_deref_mut())?;
-        let i = if kernels::supported(&i) {
-            kernels::gelu(&i)?
-        } else {
-            i.gelu_erf()?
-        };
-        let o = self.output.forward(&i, stats)?;
+        let o = self.output.forward_gelu(&i, stats)?;
         self.out_norm.forward_residual(&o, &x)
     }
 }

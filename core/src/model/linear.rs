@@ -72,6 +72,29 @@ impl AdaptedLinear {
         Ok(y.reshape(out_dims)?)
     }
 
+    /// forward(GELU(z)), without keeping GELU(z) for the backward pass on the CPU.
+    pub fn forward_gelu(&self, z: &Tensor, stats: Option<&mut FeatureStats>) -> Result<Tensor> {
+        if stats.is_none() && self.trainable.is_none() && kernels::supported(z) {
+            let lora = match &self.adapter {
+                Some(ad) => Some((ad.a_hat()?, ad.b.as_tensor().clone())),
+                None => None,
+            };
+            let lora = lora.as_ref().map(|(a, b)| (a, b));
+            return Ok(kernels::linear_of_gelu(
+                z,
+                &self.weight,
+                self.bias.as_ref(),
+                lora,
+            )?);
+        }
+        let a = if kernels::supported(z) {
+            kernels::gelu(z)?
+        } else {
+            z.gelu_erf()?
+        };
+        self.forward(&a, stats)
+    }
+
     /// The base weight (out, in) and bias as they are now: the training variables while
     /// `make_trainable` is in effect, else the frozen tensors. Never includes the adapter.
     pub fn base_weights(&self) -> (&Tensor, Option<&Tensor>) {
