@@ -23,6 +23,11 @@ struct Weights<'a> {
 
 impl Weights<'_> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.get_stored(name, shape)?.to_dtype(DType::F32)?)
+    }
+
+    /// The tensor in the dtype it was stored in.
+    fn get_stored(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = format!("{}{name}", self.prefix);
         let t = self
             .map
@@ -35,7 +40,7 @@ impl Weights<'_> {
                 t.dims()
             )));
         }
-        Ok(t.to_dtype(DType::F32)?)
+        Ok(t.clone())
     }
 
     fn has(&self, name: &str) -> bool {
@@ -94,7 +99,9 @@ pub fn build_classifier(
             "position offset beyond the position table".into(),
         ));
     }
-    let word = w.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+    // As stored: an f16 table stays f16 (converting it to f32 and back would double the
+    // load's peak memory).
+    let word = w.get_stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
     let embeddings = Embeddings {
         word: compact_word_table(word)?,
         position: w.get("embeddings.position_embeddings.weight", &[max_pos, h])?,
@@ -182,8 +189,10 @@ pub fn build_classifier(
 pub const F16_WORD_TABLE_MIN: usize = 32 << 20;
 
 fn compact_word_table(word: Tensor) -> Result<Tensor> {
-    if word.dtype() == candle_core::DType::F32 && word.elem_count() >= F16_WORD_TABLE_MIN {
-        return Ok(word.to_dtype(candle_core::DType::F16)?);
-    }
-    Ok(word)
+    let dtype = if word.elem_count() >= F16_WORD_TABLE_MIN {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    Ok(word.to_dtype(dtype)?)
 }

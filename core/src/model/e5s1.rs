@@ -82,6 +82,16 @@ pub fn read_e5s1(bytes: &[u8], path: &Path) -> Result<E5s1> {
 
     let mut tensors = HashMap::with_capacity(plan.len());
     for t in plan {
+        let n: usize = t.shape.iter().product();
+        if t.dtype == Dtype::Q4_0
+            && t.hf_name.ends_with("word_embeddings.weight")
+            && n >= super::build::F16_WORD_TABLE_MIN
+        {
+            // The word table goes to f16 (as `build` would) a slice at a time: its f32 form
+            // (384 MB for e5-small) never exists whole.
+            tensors.insert(t.hf_name, dequantize_q4_0_f16(t.data, n, t.shape)?);
+            continue;
+        }
         let values = match t.dtype {
             Dtype::F32 => t
                 .data
@@ -103,13 +113,7 @@ pub fn read_e5s1(bytes: &[u8], path: &Path) -> Result<E5s1> {
 /// Dequantise `n` weights stored as Q4_0 blocks: byte j of a block holds weight j (low nibble)
 /// and weight j + 16 (high nibble), each worth (q − 8) · scale.
 pub fn dequantize_q4_0(blocks: &[u8], n: usize) -> Result<Vec<f32>> {
-    if n % QK != 0 || blocks.len() != n / QK * Q4_BLOCK_BYTES {
-        return Err(Error::Mismatch(format!(
-            "Q4_0: {n} weights need {} bytes of blocks, got {}",
-            n.div_ceil(QK) * Q4_BLOCK_BYTES,
-            blocks.len()
-        )));
-    }
+    check_q4(blocks, n)?;
     let mut out = vec![0f32; n];
     // The 96M-weight embedding table dominates load time: split it over the cores.
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
@@ -123,6 +127,31 @@ pub fn dequantize_q4_0(blocks: &[u8], n: usize) -> Result<Vec<f32>> {
         }
     });
     Ok(out)
+}
+
+fn check_q4(blocks: &[u8], n: usize) -> Result<()> {
+    if n % QK != 0 || blocks.len() != n / QK * Q4_BLOCK_BYTES {
+        return Err(Error::Mismatch(format!(
+            "Q4_0: {n} weights need {} bytes of blocks, got {}",
+            n.div_ceil(QK) * Q4_BLOCK_BYTES,
+            blocks.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Q4_0 to an f16 tensor, dequantising 64k weights at a time.
+fn dequantize_q4_0_f16(blocks: &[u8], n: usize, shape: Vec<usize>) -> Result<Tensor> {
+    const CHUNK: usize = 1 << 16; // weights; a multiple of QK
+    check_q4(blocks, n)?;
+    let mut out: Vec<f16> = Vec::with_capacity(n);
+    let mut buf = vec![0f32; CHUNK];
+    for src in blocks.chunks(CHUNK / QK * Q4_BLOCK_BYTES) {
+        let dst = &mut buf[..src.len() / Q4_BLOCK_BYTES * QK];
+        dequantize_blocks(src, dst);
+        out.extend(dst.iter().map(|&x| f16::from_f32(x)));
+    }
+    Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
 }
 
 fn dequantize_blocks(src: &[u8], dst: &mut [f32]) {
