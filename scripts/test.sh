@@ -32,3 +32,5 @@ if [ -z "${FEDP2EFT_TEST_DATABASE_URL:-}" ]; then
 fi
 step "tests"
 cargo test --workspace
+step "Python binding of fedp2eft-ffi (scripts/ffi-python-test.sh)"
+scripts/ffi-python-test.sh

@@ -115,11 +115,15 @@ pub fn load_pretrained(spec: &ModelSpec, label_names: &[String], seed: u64) -> R
 
 /// Saves a trained base model (HF files + manifest).
 pub fn save_base(loaded: &LoadedModel, dir: &Path) -> Result<()> {
+    save_model(&loaded.model, &loaded.manifest, dir)
+}
+
+/// `save_base` for a model whose tokenizer stays with its original (e.g. a merged model).
+pub fn save_model(model: &SeqClassifier, manifest: &Manifest, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    save_hf_classifier(&loaded.model, dir)?;
+    save_hf_classifier(model, dir)?;
     let path = dir.join(MANIFEST);
-    let text =
-        serde_json::to_string_pretty(&loaded.manifest).map_err(|e| Error::Config(e.to_string()))?;
+    let text = serde_json::to_string_pretty(manifest).map_err(|e| Error::Config(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }
 

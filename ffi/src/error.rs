@@ -1,0 +1,60 @@
+//! Every failure that crosses the boundary: one enum, converted from the core's errors here and
+//! nowhere else. Kotlin and Swift see a sealed class / enum, Python an exception hierarchy.
+use fedp2eft_core::Error;
+
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum FedError {
+    /// The budget r is outside 1..=r_max.
+    #[error("invalid budget r={budget}: must be in 1..={r_max}")]
+    InvalidBudget { budget: u32, r_max: u32 },
+    /// A model, tokenizer or PSG file is missing, unreadable or malformed, or files do not fit
+    /// together.
+    #[error("model: {message}")]
+    Model { message: String },
+    /// The examples cannot be used (empty split, label outside the head, NaN).
+    #[error("data: {message}")]
+    Data { message: String },
+    /// `cancel()` was called.
+    #[error("cancelled")]
+    Cancelled,
+    /// The federation server refused a request or could not be reached.
+    #[error("server: {message}")]
+    Server {
+        status: Option<u16>,
+        code: String,
+        message: String,
+    },
+    /// Anything else (a bug on our side): the message says what.
+    #[error("internal: {message}")]
+    Internal { message: String },
+}
+
+impl From<Error> for FedError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Budget { budget, r_max } => FedError::InvalidBudget {
+                budget: budget as u32,
+                r_max: r_max as u32,
+            },
+            Error::Cancelled => FedError::Cancelled,
+            Error::Io { .. } | Error::Format { .. } | Error::Mismatch(_) | Error::Tokenizer(_) => {
+                FedError::Model { message }
+            }
+            Error::EmptyData(_)
+            | Error::Label { .. }
+            | Error::Data(_)
+            | Error::NonFiniteLoss { .. } => FedError::Data { message },
+            Error::Server {
+                status,
+                code,
+                message,
+            } => FedError::Server {
+                status,
+                code,
+                message,
+            },
+            Error::Candle(_) | Error::Config(_) => FedError::Internal { message },
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! fedp2eft for apps (UniFFI proc-macros): a `Personalizer` holds a base model and the user's
+//! local examples; `personalize(budget, listener)` runs the whole pipeline on the device and
+//! returns a report; `cancel()` stops it from another thread.
+//!
+//! Threading: every method blocks the calling thread until it is done; call `personalize` from
+//! a worker thread (a coroutine on `Dispatchers.IO`, a `Task.detached`, a Python thread). The
+//! listener is called on that same thread, between steps; `cancel()` may be called from any
+//! thread and takes effect at the next step (the call then fails with `FedError::Cancelled`).
+mod error;
+mod personalizer;
+
+pub use error::FedError;
+pub use personalizer::{
+    emoji_benchmark_client, Example, LayerRank, LocalData, PersonalizeOptions, Personalizer,
+    Progress, ProgressListener, Report,
+};
+
+uniffi::setup_scaffolding!();
