@@ -72,18 +72,7 @@ pub fn run(spec: &ModelSpec, shape: Shape, home: &Path, job_dir: Option<&Path>) 
         data,
         Structure::Psg(&psg),
         &cfg,
-        &Control::new(|p| {
-            if std::env::var_os("FEDP2EFT_TRACE_RSS").is_some() {
-                eprintln!(
-                    "{:?} {} {}/{} rss {:?} kB",
-                    p.stage,
-                    p.phase,
-                    p.done,
-                    p.total,
-                    proc_status_kb("VmRSS:")
-                );
-            }
-        }),
+        &Control::default(),
     )
     .context("personalize")?;
     let r = &out.report;
