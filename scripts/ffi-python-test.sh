@@ -7,13 +7,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
 py=${FEDP2EFT_PY:-$root/.venv-ref/bin/python}
-cargo build --release -p fedp2eft-ffi -p uniffi-bindgen
+cargo build --release -p fedp2eft-ffi -p uniffi-bindgen -p fedp2eft-cli
 out="$target/bindings/python"
 rm -rf "$out" && mkdir -p "$out"
 "$target/release/uniffi-bindgen" generate --library "$target/release/libfedp2eft_ffi.so" \
-  --language python --out-dir "$out"
+  --language python --no-format --out-dir "$out"
 cp "$target/release/libfedp2eft_ffi.so" "$out/"
 home=${FEDP2EFT_HOME:-$HOME/.cache/fedp2eft}
 export FEDP2EFT_BINDINGS="$out"
 export FEDP2EFT_MINILM="$home/models/all-MiniLM-L6-v2"
+export FEDP2EFT_CLI="$target/release/fedp2eft"
 "$py" -m pytest -q ffi/tests/python "$@"

@@ -34,3 +34,5 @@ step "tests"
 cargo test --workspace
 step "Python binding of fedp2eft-ffi (scripts/ffi-python-test.sh)"
 scripts/ffi-python-test.sh
+step "Kotlin binding of fedp2eft-ffi (scripts/ffi-kotlin-test.sh)"
+scripts/ffi-kotlin-test.sh

@@ -3,6 +3,7 @@ mod alloc;
 mod atomic;
 mod bench;
 mod bt_lora;
+mod create_run;
 mod fetch;
 mod inspect;
 mod join;
@@ -50,6 +51,8 @@ enum Cmd {
     Personalize(personalize::PersonalizeArgs),
     /// Run the aggregation server (SQLite by default, PostgreSQL by URL).
     Serve(serve::ServeArgs),
+    /// Create a federated run on a server (φ_0, settings) and enroll clients; prints their tokens.
+    CreateRun(create_run::CreateRunArgs),
     /// Take part in a federated run as one client until it finishes.
     Join(join::JoinArgs),
     /// A whole FedP²EFT experiment over loopback HTTP: train the PSG, compare with LoRA.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Cmd::BtLora(a) => bt_lora::run(&a, &home),
         Cmd::Personalize(a) => personalize::run(&a, &home),
         Cmd::Serve(a) => serve::run(&a, &home),
+        Cmd::CreateRun(a) => create_run::run(&a),
         Cmd::Join(a) => join::run(&a, &home),
         Cmd::Simulate(a) => simulate::run(&a, &home),
     };

@@ -7,9 +7,11 @@
 //! listener is called on that same thread, between steps; `cancel()` may be called from any
 //! thread and takes effect at the next step (the call then fails with `FedError::Cancelled`).
 mod error;
+mod federation;
 mod personalizer;
 
 pub use error::FedError;
+pub use federation::{FederatedRun, RoundReport};
 pub use personalizer::{
     emoji_benchmark_client, Example, LayerRank, LocalData, PersonalizeOptions, Personalizer,
     Progress, ProgressListener, Report,

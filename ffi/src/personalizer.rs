@@ -82,9 +82,10 @@ pub struct Report {
 #[derive(uniffi::Object)]
 pub struct Personalizer {
     base_dir: PathBuf,
-    model: LoadedModel,
-    psg: Option<Psg>,
-    data: Mutex<Option<ClientData>>,
+    pub(crate) model: LoadedModel,
+    /// Replaced by `join_round` once the federated run has finished.
+    pub(crate) psg: Mutex<Option<Psg>>,
+    pub(crate) data: Mutex<Option<ClientData>>,
     cancel: Mutex<CancelToken>,
 }
 
@@ -107,7 +108,7 @@ fn convert(
         .map(|e| {
             if e.label as usize >= num_labels {
                 return Err(FedError::Data {
-                    message: format!("label {} outside the model's {num_labels} labels", e.label),
+                    detail: format!("label {} outside the model's {num_labels} labels", e.label),
                 });
             }
             Ok(fedp2eft_core::data::Example {
@@ -120,10 +121,42 @@ fn convert(
         .collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, FedError> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, FedError> {
     m.lock().map_err(|_| FedError::Internal {
-        message: "a previous call panicked while holding the personalizer".into(),
+        detail: "a previous call panicked while holding the personalizer".into(),
     })
+}
+
+impl Personalizer {
+    /// A fresh cancellation token for the call that starts now (so a `cancel()` aimed at an
+    /// earlier run does not stop this one), with the listener's progress forwarded.
+    pub(crate) fn control(
+        &self,
+        listener: Option<Arc<dyn ProgressListener>>,
+    ) -> Result<Control, FedError> {
+        let token = CancelToken::new();
+        *lock(&self.cancel)? = token.clone();
+        let ctl = match listener {
+            Some(l) => Control::new(move |p| {
+                l.on_progress(Progress {
+                    stage: stage_name(p.stage).into(),
+                    phase: p.phase.clone(),
+                    done: p.done as u64,
+                    total: p.total as u64,
+                    loss: p.loss,
+                })
+            }),
+            None => Control::default(),
+        };
+        Ok(ctl.with_cancel(token))
+    }
+
+    /// The user's examples, or a typed error when `set_examples` was not called.
+    pub(crate) fn examples(&self) -> Result<ClientData, FedError> {
+        lock(&self.data)?.clone().ok_or_else(|| FedError::Data {
+            detail: "no examples: call set_examples first".into(),
+        })
+    }
 }
 
 #[uniffi::export]
@@ -142,7 +175,7 @@ impl Personalizer {
         Ok(Arc::new(Self {
             base_dir,
             model,
-            psg,
+            psg: Mutex::new(psg),
             data: Mutex::new(None),
             cancel: Mutex::new(CancelToken::new()),
         }))
@@ -164,7 +197,7 @@ impl Personalizer {
         };
         if num_labels == 0 {
             return Err(FedError::Data {
-                message: "the classification head needs at least one label".into(),
+                detail: "the classification head needs at least one label".into(),
             });
         }
         let labels: Vec<String> = (0..num_labels).map(|i| i.to_string()).collect();
@@ -172,7 +205,7 @@ impl Personalizer {
         Ok(Arc::new(Self {
             base_dir: path,
             model,
-            psg: None,
+            psg: Mutex::new(None),
             data: Mutex::new(None),
             cancel: Mutex::new(CancelToken::new()),
         }))
@@ -181,6 +214,18 @@ impl Personalizer {
     /// Number of classes of the model's head (labels are 0..num_labels).
     pub fn num_labels(&self) -> u32 {
         self.model.model.num_labels() as u32
+    }
+
+    /// The base model's identity as a PSG records it (`name|type|L|hidden|labels`): a run's
+    /// operator creates the run for this id.
+    pub fn model_id(&self) -> String {
+        self.model.model.model_id()
+    }
+
+    /// Whether `personalize` will use a PSG (given at creation or installed by `join_round`
+    /// when a run finished); without one it runs plain LoRA.
+    pub fn has_psg(&self) -> bool {
+        self.psg.lock().map(|p| p.is_some()).unwrap_or(false)
     }
 
     /// L: the number of adapted linear layers.
@@ -211,33 +256,18 @@ impl Personalizer {
         options: PersonalizeOptions,
         listener: Option<Arc<dyn ProgressListener>>,
     ) -> Result<Report, FedError> {
-        let data = lock(&self.data)?.clone().ok_or_else(|| FedError::Data {
-            message: "no examples: call set_examples first".into(),
-        })?;
-        let token = CancelToken::new();
-        *lock(&self.cancel)? = token.clone();
-        let ctl = match listener {
-            Some(l) => Control::new(move |p| {
-                l.on_progress(Progress {
-                    stage: stage_name(p.stage).into(),
-                    phase: p.phase.clone(),
-                    done: p.done as u64,
-                    total: p.total as u64,
-                    loss: p.loss,
-                })
-            }),
-            None => Control::default(),
-        }
-        .with_cancel(token);
+        let data = self.examples()?;
+        let ctl = self.control(listener)?;
+        let psg = lock(&self.psg)?.clone();
         let mut cfg = PersonalizeConfig::new(budget as usize);
-        if let Some(p) = &self.psg {
+        if let Some(p) = &psg {
             cfg.lora.r = p.meta.r_max;
             cfg.lora.lora_alpha = 2.0 * p.meta.r_max as f64;
         }
         cfg.train.epochs = options.epochs as usize;
         cfg.train.batch_size = options.batch_size as usize;
         cfg.train.lr_ab = options.learning_rate;
-        let structure = match &self.psg {
+        let structure = match &psg {
             Some(p) => Structure::Psg(p),
             None => Structure::Lora,
         };
@@ -314,7 +344,7 @@ pub fn emoji_benchmark_client(client_id: String) -> Result<LocalData, FedError> 
         .iter()
         .find(|c| c.id == client_id)
         .ok_or_else(|| FedError::Data {
-            message: format!("no client `{client_id}` in the emoji benchmark"),
+            detail: format!("no client `{client_id}` in the emoji benchmark"),
         })?;
     let back = |v: &[fedp2eft_core::data::Example]| {
         v.iter()
