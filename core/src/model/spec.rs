@@ -113,6 +113,27 @@ pub fn load_pretrained(spec: &ModelSpec, label_names: &[String], seed: u64) -> R
     Ok(wrap(model, tok, manifest))
 }
 
+/// Where a saved base's tokenizer is, so a base folder can be moved (e.g. into an app's files):
+/// a relative path is read against the folder; a recorded path that does not exist falls back
+/// to a file of the same name inside the folder; an HF source is the folder itself when it
+/// holds its own `tokenizer.json` (`save_model` copies it there).
+fn resolve_source(dir: &Path, source: &ModelSpec) -> ModelSpec {
+    let local = |p: &Path| -> PathBuf {
+        if p.is_relative() {
+            return dir.join(p);
+        }
+        match p.file_name().map(|f| dir.join(f)) {
+            Some(moved) if !p.exists() && moved.exists() => moved,
+            _ => p.to_path_buf(),
+        }
+    };
+    match source {
+        ModelSpec::E5s1(p) => ModelSpec::E5s1(local(p)),
+        ModelSpec::Hf(_) if dir.join("tokenizer.json").is_file() => ModelSpec::Hf(dir.into()),
+        ModelSpec::Hf(d) => ModelSpec::Hf(local(d)),
+    }
+}
+
 /// Saves a trained base model (HF files + manifest).
 pub fn save_base(loaded: &LoadedModel, dir: &Path) -> Result<()> {
     save_model(&loaded.model, &loaded.manifest, dir)
@@ -122,6 +143,12 @@ pub fn save_base(loaded: &LoadedModel, dir: &Path) -> Result<()> {
 pub fn save_model(model: &SeqClassifier, manifest: &Manifest, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     save_hf_classifier(model, dir)?;
+    if let ModelSpec::Hf(src) = &manifest.source {
+        let (from, to) = (src.join("tokenizer.json"), dir.join("tokenizer.json"));
+        if from.is_file() && from != to {
+            std::fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+        }
+    }
     let path = dir.join(MANIFEST);
     let text = serde_json::to_string_pretty(manifest).map_err(|e| Error::Config(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
@@ -135,6 +162,45 @@ pub fn load_base(dir: &Path) -> Result<LoadedModel> {
         serde_json::from_str(&text).map_err(|e| Error::format("manifest", &path, e.to_string()))?;
     let mut model = load_hf(dir, manifest.label_names.len(), 0, &Device::Cpu)?;
     model.name = format!("{}+base", manifest.name);
-    let tok = tokenizer_of(&manifest.source)?;
+    let tok = tokenizer_of(&resolve_source(dir, &manifest.source))?;
     Ok(wrap(model, tok, manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_base_finds_its_tokenizer_inside_its_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("base");
+        std::fs::create_dir_all(&dir).unwrap();
+        let gone = PathBuf::from("/nonexistent/models/e5-small-q4.bin");
+        // Recorded path missing, nothing in the folder: the recorded path (its load error names it).
+        assert_eq!(
+            resolve_source(&dir, &ModelSpec::E5s1(gone.clone())),
+            ModelSpec::E5s1(gone.clone())
+        );
+        std::fs::write(dir.join("e5-small-q4.bin"), b"x").unwrap();
+        assert_eq!(
+            resolve_source(&dir, &ModelSpec::E5s1(gone)),
+            ModelSpec::E5s1(dir.join("e5-small-q4.bin"))
+        );
+        let rel = ModelSpec::E5s1("weights/e.bin".into());
+        assert_eq!(
+            resolve_source(&dir, &rel),
+            ModelSpec::E5s1(dir.join("weights/e.bin"))
+        );
+        // An existing recorded path wins over a same-named file in the folder.
+        let there = tmp.path().join("e5-small-q4.bin");
+        std::fs::write(&there, b"y").unwrap();
+        assert_eq!(
+            resolve_source(&dir, &ModelSpec::E5s1(there.clone())),
+            ModelSpec::E5s1(there)
+        );
+        let hf = ModelSpec::Hf("/nonexistent/minilm".into());
+        assert_eq!(resolve_source(&dir, &hf), hf);
+        std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
+        assert_eq!(resolve_source(&dir, &hf), ModelSpec::Hf(dir.clone()));
+    }
 }
