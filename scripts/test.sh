@@ -9,7 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s  [%ds]\n' "$*" "$SECONDS"; }
 
 step "format"
 cargo fmt --all -- --check
@@ -36,3 +36,4 @@ step "Python binding of fedp2eft-ffi (scripts/ffi-python-test.sh)"
 scripts/ffi-python-test.sh
 step "Kotlin binding of fedp2eft-ffi (scripts/ffi-kotlin-test.sh)"
 scripts/ffi-kotlin-test.sh
+step "done"

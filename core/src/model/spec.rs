@@ -171,17 +171,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_moved_base_finds_its_tokenizer_inside_its_folder() {
-        let tmp = tempfile::tempdir().unwrap();
+    fn a_moved_base_finds_its_tokenizer_inside_its_folder() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
         let dir = tmp.path().join("base");
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir)?;
         let gone = PathBuf::from("/nonexistent/models/e5-small-q4.bin");
         // Recorded path missing, nothing in the folder: the recorded path (its load error names it).
         assert_eq!(
             resolve_source(&dir, &ModelSpec::E5s1(gone.clone())),
             ModelSpec::E5s1(gone.clone())
         );
-        std::fs::write(dir.join("e5-small-q4.bin"), b"x").unwrap();
+        std::fs::write(dir.join("e5-small-q4.bin"), b"x")?;
         assert_eq!(
             resolve_source(&dir, &ModelSpec::E5s1(gone)),
             ModelSpec::E5s1(dir.join("e5-small-q4.bin"))
@@ -193,14 +193,15 @@ mod tests {
         );
         // An existing recorded path wins over a same-named file in the folder.
         let there = tmp.path().join("e5-small-q4.bin");
-        std::fs::write(&there, b"y").unwrap();
+        std::fs::write(&there, b"y")?;
         assert_eq!(
             resolve_source(&dir, &ModelSpec::E5s1(there.clone())),
             ModelSpec::E5s1(there)
         );
         let hf = ModelSpec::Hf("/nonexistent/minilm".into());
         assert_eq!(resolve_source(&dir, &hf), hf);
-        std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
+        std::fs::write(dir.join("tokenizer.json"), b"{}")?;
         assert_eq!(resolve_source(&dir, &hf), ModelSpec::Hf(dir.clone()));
+        Ok(())
     }
 }
