@@ -125,7 +125,7 @@ fi
 # The binding, read by the pinned generator (built together with the host library, as the other
 # ffi scripts do, so that all share one cached build) from the first ABI's unstripped library in
 # target/: the metadata it reads is in the symbol table, which the copies in jniLibs have lost.
-cargo build --release -p fedp2eft-ffi -p uniffi-bindgen
+cargo build --release -p fedp2eft-ffi -p uniffi-bindgen -p fedp2eft-cli
 first=$(triple "${abis%% *}")
 out=android/fedp2eft/src/generated/kotlin
 rm -rf "$out" && mkdir -p "$out"

@@ -63,7 +63,7 @@ done
 
 # 2. The binding, read from the first target's archive by the pinned generator (built together
 # with the host library, as the ffi test scripts do, so that both share one cached build).
-cargo build --release -p fedp2eft-ffi -p uniffi-bindgen
+cargo build --release -p fedp2eft-ffi -p uniffi-bindgen -p fedp2eft-cli
 out="$target_dir/ios"
 rm -rf "$out" && mkdir -p "$out/bindings" "$out/headers"
 first=${targets%% *}

@@ -16,8 +16,10 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p fedp2eft-core --features client --all-targets -- -D warnings
-step "release build of the CLI"
-cargo build --release -p fedp2eft-cli
+step "release build of the CLI, the FFI library and its binding generator"
+# One build for all three: built apart, cargo resolves other features for shared dependencies
+# and recompiles them (minutes on 2 cores) in the binding scripts below.
+cargo build --release -p fedp2eft-cli -p fedp2eft-ffi -p uniffi-bindgen
 step "fetch models and data (skips what is present)"
 "$target/release/fedp2eft" fetch
 if [ -z "${FEDP2EFT_PY:-}" ]; then
