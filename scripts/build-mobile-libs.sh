@@ -2,7 +2,8 @@
 # Release static libraries (.a) of fedp2eft-ffi for the phone targets. Only the staticlib is
 # built (`cargo rustc --crate-type staticlib`): the cdylib's final link needs the Android NDK or
 # Xcode, a static library needs neither, so this runs on any Linux machine. What it proves: every
-# crate compiles for every phone target (all of them are pure Rust; no C compiler is involved).
+# crate compiles for every phone target (with the default features all are pure Rust; no C
+# compiler is involved). Packaging is scripts/build-android.sh's and scripts/build-ios.sh's job.
 #
 #   scripts/build-mobile-libs.sh                   all five targets below
 #   scripts/build-mobile-libs.sh aarch64-linux-android x86_64-linux-android
