@@ -38,4 +38,14 @@ step "Python binding of fedp2eft-ffi (scripts/ffi-python-test.sh)"
 scripts/ffi-python-test.sh
 step "Kotlin binding of fedp2eft-ffi (scripts/ffi-kotlin-test.sh)"
 scripts/ffi-kotlin-test.sh
+step "Swift binding of fedp2eft-ffi generates (compiled only where Swift exists: scripts/build-ios.sh)"
+rm -rf "$target/bindings/swift"
+"$target/release/uniffi-bindgen" generate --no-format --library "$target/release/libfedp2eft_ffi.so" \
+  --language swift --out-dir "$target/bindings/swift"
+for f in FedP2EFT.swift fedp2eft_ffiFFI.h fedp2eft_ffiFFI.modulemap; do
+  test -s "$target/bindings/swift/$f" || { echo "no $f generated" >&2; exit 1; }
+done
+if command -v swiftc >/dev/null 2>&1; then
+  swiftc -parse "$target/bindings/swift/FedP2EFT.swift"
+fi
 step "done"
