@@ -63,6 +63,25 @@ pub struct PsgMeta {
     pub feature_layout: String,
 }
 
+impl PsgMeta {
+    /// Errors unless this PSG was built for a model with this id and L, with our features.
+    pub fn check_compatible(&self, base_model: &str, num_layers: usize) -> Result<()> {
+        if self.num_layers != num_layers || self.base_model != base_model {
+            return Err(Error::Mismatch(format!(
+                "PSG was trained for `{}` (L = {}), not for `{base_model}` (L = {num_layers})",
+                self.base_model, self.num_layers
+            )));
+        }
+        if self.feature_layout != FEATURE_LAYOUT {
+            return Err(Error::Mismatch(format!(
+                "PSG feature layout `{}` is not supported",
+                self.feature_layout
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Psg {
     pub meta: PsgMeta,
@@ -217,21 +236,9 @@ impl Psg {
         Ok(losses)
     }
 
-    /// Errors unless this PSG was built for a model with this id and L, and this r_max.
+    /// Errors unless this PSG was built for a model with this id and L (see `PsgMeta`).
     pub fn check_compatible(&self, base_model: &str, num_layers: usize) -> Result<()> {
-        if self.meta.num_layers != num_layers || self.meta.base_model != base_model {
-            return Err(Error::Mismatch(format!(
-                "PSG was trained for `{}` (L = {}), not for `{base_model}` (L = {num_layers})",
-                self.meta.base_model, self.meta.num_layers
-            )));
-        }
-        if self.meta.feature_layout != FEATURE_LAYOUT {
-            return Err(Error::Mismatch(format!(
-                "PSG feature layout `{}` is not supported",
-                self.meta.feature_layout
-            )));
-        }
-        Ok(())
+        self.meta.check_compatible(base_model, num_layers)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {

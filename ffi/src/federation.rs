@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fedp2eft_core::federated::convert::from_params;
+use fedp2eft_core::federated::convert::{from_params, meta};
 use fedp2eft_core::federated::http::{FedClient, RoundOutcome};
 use fedp2eft_core::federated::RoundConfig;
 use fedp2eft_core::psg::PsgConfig;
@@ -65,16 +65,8 @@ impl Personalizer {
         let fc = FedClient::new(&run.server_url, &run.run, &token)?;
         let layout = fc.status(&ctl)?.layout;
         let lm = &self.model;
-        if layout.num_layers != lm.model.num_adapted() {
-            return Err(FedError::Model {
-                detail: format!(
-                    "run `{}` trains a PSG for {} adapted layers, this model has {}",
-                    run.run,
-                    layout.num_layers,
-                    lm.model.num_adapted()
-                ),
-            });
-        }
+        // Refused before waiting for a task: the same rule the round applies to the PSG.
+        meta(&layout).check_compatible(&lm.model.model_id(), lm.model.num_adapted())?;
         let cfg = RoundConfig::for_r_max(layout.r_max, run.max_len as usize);
         let out = fc.join_round(
             &run.client_id,
@@ -105,7 +97,6 @@ impl Personalizer {
             RoundOutcome::Finished { round } => {
                 let params = fc.download(&routes::psg(&run.run, round), &layout, &ctl)?;
                 let psg = from_params(&layout, PsgConfig::default(), &params)?;
-                psg.check_compatible(&lm.model.model_id(), lm.model.num_adapted())?;
                 *lock(&self.psg)? = Some(psg);
                 RoundReport {
                     round,

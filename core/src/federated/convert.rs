@@ -20,6 +20,16 @@ pub fn layout(psg: &Psg) -> PsgLayout {
     }
 }
 
+/// What a run's PSG is built for, as the layout states it.
+pub fn meta(layout: &PsgLayout) -> PsgMeta {
+    PsgMeta {
+        base_model: layout.base_model.clone(),
+        num_layers: layout.num_layers,
+        r_max: layout.r_max,
+        feature_layout: layout.feature_layout.clone(),
+    }
+}
+
 /// The PSG's parameters under their file names (fc1.weight, …).
 pub fn to_params(psg: &Psg) -> Result<PsgParams> {
     let mut p = PsgParams::default();
@@ -37,12 +47,7 @@ pub fn from_params(layout: &PsgLayout, config: PsgConfig, params: &PsgParams) ->
         .spec()
         .and_then(|s| s.check(params))
         .map_err(wire_err)?;
-    let meta = PsgMeta {
-        base_model: layout.base_model.clone(),
-        num_layers: layout.num_layers,
-        r_max: layout.r_max,
-        feature_layout: layout.feature_layout.clone(),
-    };
+    let meta = meta(layout);
     let config = PsgConfig {
         hidden_mul: layout.hidden_mul,
         ..config
