@@ -189,6 +189,7 @@ pub fn run(args: &BenchArgs, home: &Path) -> Result<()> {
         return worker::run(w, spec, shape, home, args.job_dir.as_deref());
     }
     let machine = Machine::detect();
+    println!("machine: {}", machine.describe());
     if machine.profile == "debug" {
         eprintln!("warning: debug build; candle is far slower there: use a --release binary");
     }

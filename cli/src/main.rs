@@ -66,9 +66,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let home = cli.home.unwrap_or_else(fedp2eft_core::home::home_dir);
-    if !matches!(cli.command, Cmd::Serve(_)) {
+    let computes = !matches!(cli.command, Cmd::Serve(_));
+    if computes {
         alloc::keep_freed_memory();
     }
+    // Subnormals flushed on this thread and core's compute pools for the whole command (the
+    // server's FedAvg flushes by itself, in wire).
+    let _compute = computes.then(fedp2eft_core::runtime::enter);
     let res = match cli.command {
         Cmd::Fetch(a) => fetch::run(&a, &home),
         Cmd::Inspect(a) => inspect::run(&a, &home),

@@ -71,9 +71,11 @@ impl Control {
         self.cancel = cancel;
         self
     }
+    /// Calls the listener in the caller's own floating-point mode (`runtime::as_caller`): it is
+    /// the caller's code, run on the caller's thread in the middle of a computation.
     pub fn report(&self, p: Progress) {
         if let Some(f) = &self.progress {
-            f(&p)
+            crate::runtime::as_caller(|| f(&p))
         }
     }
 }

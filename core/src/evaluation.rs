@@ -71,6 +71,7 @@ pub fn evaluate_pool(
     cfg: &PersonalizeConfig,
     ctl: &Control,
 ) -> Result<PoolResult> {
+    let _compute = crate::runtime::enter();
     let mut after: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut before: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for c in clients {

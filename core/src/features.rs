@@ -17,6 +17,7 @@ pub const FEATURE_BATCH: usize = 4;
 /// Runs the model over `data` in dataset order with every adapter off (the authors set λ = 0)
 /// and returns the PSG input vector.
 pub fn extract(model: &SeqClassifier, data: &Dataset, ctl: &Control) -> Result<Vec<f32>> {
+    let _compute = crate::runtime::enter();
     if data.examples.is_empty() {
         return Err(Error::EmptyData(
             "no examples to compute PSG features from".into(),

@@ -14,6 +14,7 @@ pub mod model;
 pub mod personalize;
 pub mod prune;
 pub mod psg;
+pub mod runtime;
 pub mod train;
 pub mod train_base;
 

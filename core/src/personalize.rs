@@ -106,6 +106,7 @@ pub fn personalize(
     cfg: &PersonalizeConfig,
     ctl: &Control,
 ) -> Result<Personalized> {
+    let _compute = crate::runtime::enter();
     let start = Instant::now();
     let r_max = cfg.lora.r;
     if cfg.budget == 0 || cfg.budget > r_max {

@@ -194,12 +194,14 @@ impl Psg {
 
     /// λ̂ as plain numbers.
     pub fn predict(&self, features: &[f32]) -> Result<Vec<f32>> {
+        let _compute = crate::runtime::enter();
         Ok(self.forward(features)?.detach().to_vec1::<f32>()?)
     }
 
     /// Stage 2: `stage2_steps` Adam steps on Σ_k |PSG(x)_k − target_k| (a sum, as the authors).
     /// Returns the loss before each step.
     pub fn regress(&self, features: &[f32], target: &[f32]) -> Result<Vec<f32>> {
+        let _compute = crate::runtime::enter();
         let out = self.meta.num_layers * self.meta.r_max;
         if target.len() != out {
             return Err(Error::Mismatch(format!(

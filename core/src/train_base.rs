@@ -88,6 +88,7 @@ pub fn train_base(
     cfg: &TrainConfig,
     ctl: &Control,
 ) -> Result<TrainReport> {
+    let _compute = crate::runtime::enter();
     let start = std::time::Instant::now();
     model.clear_adapters();
     let n = model.num_adapted();

@@ -39,6 +39,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 /// Value and input gradient of f under the loss Σ y ⊙ w for a fixed random w.
 fn value_and_grad(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+    let _compute = fedp2eft_core::runtime::enter(); // as every core computation runs
     let v = Var::from_tensor(x).unwrap();
     let y = f(v.as_tensor());
     let w = rand(y.dims(), 99);
@@ -49,6 +50,7 @@ fn value_and_grad(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor)
 fn assert_same(name: &str, fused: (Tensor, Tensor), composite: (Tensor, Tensor)) {
     let dv = max_diff(&fused.0, &composite.0);
     let dg = max_diff(&fused.1, &composite.1);
+    println!("{name}: max |Δ| value {dv:.2e}, gradient {dg:.2e}");
     assert!(dv < TOL, "{name}: values differ by {dv}");
     assert!(dg < TOL, "{name}: gradients differ by {dg}");
 }

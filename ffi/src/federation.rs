@@ -59,6 +59,7 @@ impl Personalizer {
         token: String,
         listener: Option<Arc<dyn ProgressListener>>,
     ) -> Result<RoundReport, FedError> {
+        let _compute = fedp2eft_core::runtime::enter();
         let start = Instant::now();
         let data = self.examples()?;
         let ctl = self.control(listener)?;

@@ -166,6 +166,7 @@ impl Personalizer {
     /// LoRA with rank = budget on every layer.
     #[uniffi::constructor]
     pub fn new(base_dir: String, psg_path: Option<String>) -> Result<Arc<Self>, FedError> {
+        let _compute = fedp2eft_core::runtime::enter();
         let base_dir = PathBuf::from(base_dir);
         let model = load_base(&base_dir)?;
         let psg = psg_path.map(|p| Psg::load(Path::new(&p))).transpose()?;
@@ -189,6 +190,7 @@ impl Personalizer {
         num_labels: u32,
         seed: u64,
     ) -> Result<Arc<Self>, FedError> {
+        let _compute = fedp2eft_core::runtime::enter();
         let path = PathBuf::from(&model_path);
         let spec = if path.is_dir() {
             ModelSpec::Hf(path.clone())
@@ -256,6 +258,7 @@ impl Personalizer {
         options: PersonalizeOptions,
         listener: Option<Arc<dyn ProgressListener>>,
     ) -> Result<Report, FedError> {
+        let _compute = fedp2eft_core::runtime::enter();
         let data = self.examples()?;
         let ctl = self.control(listener)?;
         let psg = lock(&self.psg)?.clone();

@@ -115,6 +115,9 @@ def main():
     workload = sys.argv[2]
     import torch
 
+    # The same subnormal mode as ours, set before the intra-op pool starts (threads inherit it).
+    if job.get("flush_subnormals", False) and not torch.set_flush_denormal(True):
+        raise SystemExit("torch cannot flush subnormals on this CPU, ours does")
     torch.set_num_threads(job["threads"])
     if workload == "personalize":
         from personalize_ref import run_personalize
@@ -162,6 +165,7 @@ def main():
                 "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
+                "flush_subnormals": bool(job.get("flush_subnormals", False)),
             }
         )
     )

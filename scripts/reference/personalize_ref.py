@@ -226,6 +226,7 @@ def run_personalize(job):
         "train_tokens": sum(len(r["ids"]) for r in job["train"]),
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "flush_subnormals": bool(job.get("flush_subnormals", False)),
     }
 
 

@@ -1,6 +1,8 @@
 //! FedAvg (method.md §3.4): the sample-weighted mean Σ n_c·φ_c / Σ n_c of the clients' PSG
 //! parameters (of weights, not deltas; server learning rate 1). Sums are kept in f64 and cast
 //! to f32 once at the end, so the order updates arrive in changes nothing but f64 rounding.
+//! The arithmetic runs with subnormals flushed (fedp2eft-fpenv), as on the clients: a subnormal
+//! input counts as 0 and a mean below f32's smallest normal (≈ 1.2e-38) comes out as 0.
 use crate::{Error, PsgParams, PsgSpec, Result, TensorData};
 
 /// FedAvg of `(params, num_samples)` pairs.
@@ -41,6 +43,7 @@ impl FedAvgAccumulator {
     /// Adds n · φ. Checks names, shapes and finiteness first: a rejected update leaves the
     /// accumulator as it was. `n = 0` is allowed and contributes nothing.
     pub fn add(&mut self, params: &PsgParams, n: u64) -> Result<()> {
+        let _flush = fedp2eft_fpenv::FlushGuard::new();
         if let Some(spec) = &self.spec {
             spec.check(params)?;
         }
@@ -77,6 +80,7 @@ impl FedAvgAccumulator {
 
     /// Σ n_c·φ_c / Σ n_c, cast to f32.
     pub fn finish(self) -> Result<PsgParams> {
+        let _flush = fedp2eft_fpenv::FlushGuard::new();
         let (Some(spec), 1..) = (self.spec, self.count) else {
             return Err(Error::EmptyAggregate);
         };

@@ -55,6 +55,7 @@ pub fn write_step_job(
             "ids": rows.iter().map(|r| &r.ids).collect::<Vec<_>>(),
             "labels_of_rows": rows.iter().map(|r| r.label).collect::<Vec<_>>(),
             "threads": threads(),
+            "flush_subnormals": fedp2eft_core::runtime::flushing(),
             "iters": shape.iters,
             "r_max": shape.r_max,
         }),
@@ -86,6 +87,7 @@ pub fn write_personalize_job(dir: &Path, j: &PersonalizeJob) -> Result<()> {
             "model_dir": j.model_dir,
             "labels": j.labels,
             "threads": threads(),
+            "flush_subnormals": fedp2eft_core::runtime::flushing(),
             "psg": j.psg,
             "budget": j.budget,
             "r_max": j.r_max,
@@ -110,6 +112,9 @@ pub struct RefMeasured {
     pub peak_rss_kb: Option<u64>,
     pub torch: String,
     pub threads: usize,
+    /// Whether torch ran with `set_flush_denormal(True)` (as ours flushes, when it does).
+    #[serde(default)]
+    pub flush_subnormals: bool,
     #[serde(default)]
     pub detail: Option<Value>,
 }

@@ -13,6 +13,10 @@ use super::worker::{Measured, Shape, Workload};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
+    /// Whether subnormal floats were flushed to zero (fedp2eft_core::runtime); false in
+    /// results written before it existed, when they were not.
+    #[serde(default)]
+    pub flush_subnormals: bool,
     /// Threads candle's CPU kernels use (RAYON_NUM_THREADS, else the available cores).
     pub threads: usize,
     pub available_parallelism: usize,
@@ -23,6 +27,20 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// "CPU model, N threads, subnormals flushed|kept": the line every benchmark prints first.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {} threads, subnormals {}",
+            self.cpu,
+            self.threads,
+            if self.flush_subnormals {
+                "flushed to zero (FTZ/DAZ)"
+            } else {
+                "kept (IEEE)"
+            }
+        )
+    }
+
     pub fn detect() -> Self {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -33,6 +51,7 @@ impl Machine {
             .unwrap_or_else(|| "unknown".into());
         Self {
             cpu,
+            flush_subnormals: fedp2eft_core::runtime::flushing(),
             threads: candle_core::utils::get_num_threads(),
             available_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
@@ -144,8 +163,8 @@ pub fn write_result(dir: &Path, r: &ModelResult) -> Result<std::path::PathBuf> {
 }
 
 pub fn table_header() -> String {
-    "| model | date | commit | CPU (threads) | b x t | workload | median s | min s | tokens/s | \
-     GFLOP/s | peak RSS MB |\n|---|---|---|---|---|---|---:|---:|---:|---:|---:|\n"
+    "| model | date | commit | CPU (threads) | FTZ | b x t | workload | median s | min s | \
+     tokens/s | GFLOP/s | peak RSS MB |\n|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|\n"
         .into()
 }
 
@@ -154,12 +173,13 @@ pub fn table_rows(r: &ModelResult) -> String {
     for w in &r.workloads {
         let rss = w.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0}"));
         s += &format!(
-            "| {} | {} | {} | {} ({}) | {}x{} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {rss} |\n",
+            "| {} | {} | {} | {} ({}) | {} | {}x{} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {rss} |\n",
             r.model,
             r.date,
             r.machine.git_commit,
             r.machine.cpu,
             r.machine.threads,
+            if r.machine.flush_subnormals { "on" } else { "off" },
             r.shape.batch,
             r.shape.seq,
             w.workload.name(),

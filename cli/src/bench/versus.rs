@@ -78,24 +78,28 @@ fn table(report: &Report) -> String {
     let p = &report.peak;
     let mut s = format!(
         "# fedp2eft vs PyTorch + peft\n\nWritten by `fedp2eft bench --vs-reference` on {} \
-         ({}, {} threads, commit {}). Each cell is the median of the timed iterations \
+         ({}; commit {}). Each cell is the median of the timed iterations \
          (personalize: of as many runs, alternating sides; its peak is the largest), each \
          workload in a fresh process per side; ratio = ours / reference (below 1: ours is \
          faster or smaller). Peak RSS includes model loading and, for the reference, the \
-         Python + torch runtime. Reference: torch {} ({} threads), \
+         Python + torch runtime. Reference: torch {} ({} threads, subnormals {}), \
          scripts/reference/bench_reference.py.\n\nPeak f32: measured {:.0} GFLOP/s, nominal {} \
          ({}).\n\n| model | workload | ours s | reference s | time ratio | ours MB | reference MB \
          | RSS ratio | ours GFLOP/s | ref GFLOP/s | ours % of measured peak |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         report.date,
-        report.machine.cpu,
-        report.machine.threads,
+        report.machine.describe(),
         report.machine.git_commit,
         report
             .pairs
             .first()
             .map_or("?", |x| x.reference.torch.as_str()),
         report.pairs.first().map_or(0, |x| x.reference.threads),
+        match report.pairs.first().map(|x| x.reference.flush_subnormals) {
+            Some(true) => "flushed",
+            Some(false) => "kept",
+            None => "?",
+        },
         p.measured_gflops,
         p.nominal_gflops
             .map_or("n/a".into(), |g| format!("{g:.0} GFLOP/s")),

@@ -60,6 +60,7 @@ pub fn client_round(
     cfg: &RoundConfig,
     ctl: &Control,
 ) -> Result<ClientUpdate> {
+    let _compute = crate::runtime::enter();
     global.check_compatible(&base.model_id(), base.num_adapted())?;
     if global.meta.r_max != cfg.lora.r {
         return Err(Error::Mismatch(format!(

@@ -121,6 +121,7 @@ impl SeqClassifier {
         mask: &Tensor,
         mut stats: Option<&mut FeatureStats>,
     ) -> Result<EncoderOutput> {
+        let _compute = crate::runtime::enter();
         let bias = attention_bias(mask)?;
         let mut x = self.embeddings.forward(ids)?;
         for layer in &self.layers {
@@ -140,6 +141,7 @@ impl SeqClassifier {
     /// its queries, attention output and feed-forward for the first token only: the pooler
     /// reads nothing else (a sixth of MiniLM's linear FLOPs, a twelfth of e5-small's).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let _compute = crate::runtime::enter();
         let Some((last, rest)) = self.layers.split_last() else {
             return Ok(self.forward_all(ids, mask, None)?.logits);
         };

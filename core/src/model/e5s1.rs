@@ -123,7 +123,10 @@ pub fn dequantize_q4_0(blocks: &[u8], n: usize) -> Result<Vec<f32>> {
             .chunks(blocks_per_thread * Q4_BLOCK_BYTES)
             .zip(out.chunks_mut(blocks_per_thread * QK))
         {
-            s.spawn(move || dequantize_blocks(src, dst));
+            s.spawn(move || {
+                crate::runtime::flush_this_thread();
+                dequantize_blocks(src, dst)
+            });
         }
     });
     Ok(out)

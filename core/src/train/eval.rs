@@ -30,6 +30,7 @@ pub fn evaluate(
     batch_size: usize,
     ctl: &Control,
 ) -> Result<Accuracy> {
+    let _compute = crate::runtime::enter();
     let dev = model.device();
     let (pad_id, data) = (data.pad_id, data.examples);
     let mut acc = Accuracy::default();

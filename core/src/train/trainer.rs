@@ -222,6 +222,7 @@ pub fn run(
     phase: &str,
     ctl: &Control,
 ) -> Result<TrainReport> {
+    let _compute = crate::runtime::enter();
     if task.is_empty() {
         return Err(Error::EmptyData(format!(
             "no training examples for {phase}"

@@ -64,6 +64,30 @@ def test_personalize_reports_ranks_accuracy_and_progress(personalizer, client, t
     assert os.path.isfile(os.path.join(report.adapter_dir, "adapter_config.json"))
 
 
+def ieee_gradual_underflow():
+    """Whether this thread keeps subnormal floats, as Python (IEEE 754) expects: a subnormal
+    result and a subnormal input both survive."""
+    tiny, sub = sys.float_info.min, float.fromhex("0x1p-1060")
+    return tiny * 0.5**10 > 0.0 and sub * 1.0 == sub
+
+
+def test_the_callers_floating_point_mode_is_kept(personalizer):
+    # The library flushes subnormals while it computes (fedp2eft_core::runtime); the app's
+    # thread gets its own mode back afterwards, and its listener runs in that mode.
+    assert ieee_gradual_underflow()
+
+    class Probe(fx.ProgressListener):
+        seen = []
+
+        def on_progress(self, progress):
+            self.seen.append(ieee_gradual_underflow())
+
+    probe = Probe()
+    personalizer.personalize(1, FAST, probe)
+    assert probe.seen and all(probe.seen), "the listener ran with subnormals flushed"
+    assert ieee_gradual_underflow(), "personalize left the calling thread flushing subnormals"
+
+
 def test_cancel_from_the_listener_stops_the_run(personalizer):
     rec = Recorder(cancel_on="train", personalizer=personalizer)
     with pytest.raises(fx.FedError.Cancelled):

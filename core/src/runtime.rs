@@ -1,0 +1,113 @@
+//! How core's compute threads treat subnormal floats: every thread that computes flushes them
+//! to zero (FTZ) and reads them as zero (DAZ). Intel cores run arithmetic on subnormals through
+//! microcode assists, and training produces them (docs/performance.md, "Subnormal floats"): a
+//! fine-tune ran 21× slower without this. The one place that names the thread pools.
+//!
+//! - The compute pools (rayon's global pool, which gemm, our kernels and the tokenizer use;
+//!   candle's barrier pool of element-wise ops; candle's own rayon pool) flush from the first
+//!   [`enter`] of the process on. They belong to the library: an app's threads are not in them.
+//! - The calling thread flushes while the [`Compute`] guard lives, and gets back exactly the
+//!   mode it had when the guard drops. Code of the caller's that a computation calls back
+//!   (progress listeners, through [`crate::Control::report`]) runs in the caller's own mode.
+//!
+//! Every public entry point that computes (personalize, the training loop, evaluation,
+//! features, the PSG, a federated round, the model's forward) enters; guards nest.
+//!
+//! `FEDP2EFT_FLUSH_SUBNORMALS=0` in the environment keeps IEEE gradual underflow everywhere
+//! (read once per process): for comparing results and speed with and without the flush.
+use std::sync::{Mutex, Once, OnceLock};
+
+use candle_core::Device;
+use fedp2eft_fpenv::FlushGuard;
+
+pub use fedp2eft_fpenv::{as_caller, flush_this_thread, supported};
+
+static POOLS: Once = Once::new();
+
+/// While alive, the calling thread flushes subnormals; dropping it restores the caller's mode.
+#[must_use = "the caller's mode is restored when this is dropped"]
+pub struct Compute {
+    _guard: Option<FlushGuard>,
+}
+
+/// Starts a computation on the calling thread (see the module docs).
+pub fn enter() -> Compute {
+    if !enabled() {
+        return Compute { _guard: None };
+    }
+    let guard = FlushGuard::new();
+    POOLS.call_once(|| {
+        on_every_worker(flush_this_thread);
+    });
+    Compute {
+        _guard: Some(guard),
+    }
+}
+
+/// Whether computations flush subnormals: the CPU can, and the environment does not opt out.
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        supported() && std::env::var("FEDP2EFT_FLUSH_SUBNORMALS").map_or(true, |v| v.trim() != "0")
+    })
+}
+
+/// Whether the calling thread flushes subnormals now.
+pub fn flushing() -> bool {
+    fedp2eft_fpenv::current().is_flushing()
+}
+
+/// Whether each worker of each compute pool flushes subnormals, asked on the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolModes {
+    /// rayon's global pool (gemm, the fused kernels, the tokenizer).
+    pub rayon: Vec<bool>,
+    /// candle's barrier pool (element-wise ops on large tensors); may be empty with one thread.
+    pub candle_barrier: Vec<bool>,
+    /// candle's own rayon pool (`Device::with_context`).
+    pub candle_rayon: Vec<bool>,
+}
+
+impl PoolModes {
+    /// Every worker of every pool flushes.
+    pub fn all(&self) -> bool {
+        [&self.rayon, &self.candle_barrier, &self.candle_rayon]
+            .iter()
+            .all(|p| p.iter().all(|&f| f))
+    }
+    pub fn workers(&self) -> usize {
+        self.rayon.len() + self.candle_barrier.len() + self.candle_rayon.len()
+    }
+}
+
+/// Runs `f` on every worker of every compute pool and returns what each gave, pool by pool.
+pub fn on_every_worker<T: Send>(f: impl Fn() -> T + Sync) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let rayon = rayon::broadcast(|_| f());
+    let n = candle_core::utils::barrier_pool().n_workers();
+    let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    // The calling thread takes part as worker n; it is not a pool worker, so it is skipped.
+    candle_core::utils::barrier_pool().execute(|tid| {
+        if let Some(slot) = slots.get(tid) {
+            let v = f();
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(v);
+            }
+        }
+    });
+    let barrier = slots
+        .into_iter()
+        .filter_map(|s| s.into_inner().ok().flatten())
+        .collect();
+    let candle_rayon = Device::Cpu.with_context(|| rayon::broadcast(|_| f()));
+    (rayon, barrier, candle_rayon)
+}
+
+/// The flush mode of every compute pool worker.
+pub fn pool_modes() -> PoolModes {
+    let (rayon, candle_barrier, candle_rayon) = on_every_worker(flushing);
+    PoolModes {
+        rayon,
+        candle_barrier,
+        candle_rayon,
+    }
+}
