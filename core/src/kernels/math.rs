@@ -1,10 +1,17 @@
 //! Branch-free exp and erf that vectorise (libm's are scalar calls). Both are accurate to a few
 //! ulp in f32, far below the 1e-5 the parity tests hold the model to.
 
+/// Below this e^x is under f32's smallest normal (2^-126 ≈ 1.18e-38) and `exp` returns 0.
+const EXP_MIN: f32 = -87.3;
+
 /// e^x for f32, Cephes-style: x = k·ln2 + r, e^r by a degree-6 polynomial, 2^k by exponent bits.
+/// Exactly 0 below `EXP_MIN`, as with subnormals flushed: a masked attention key (bias −1e9)
+/// gets probability 0, not 1e-38 / Σ (a subnormal that every later matmul would be fed), and
+/// GELU's erf tail multiplies by 0, not by a subnormal.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.3, 88.3);
+    let tiny = x < EXP_MIN;
+    let x = x.clamp(EXP_MIN, 88.3);
     // Round to nearest by the 1.5·2²³ trick: `f32::round` is a libm call that blocks vectorising.
     const MAGIC: f32 = 12_582_912.0;
     let k = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
@@ -17,7 +24,12 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    let y = e * f32::from_bits(((k as i32 + 127) as u32) << 23);
+    if tiny {
+        0.0
+    } else {
+        y
+    }
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26: 1.5e-7 in exact arithmetic, below 1e-6 in f32.
@@ -86,8 +98,18 @@ mod tests {
             worst = worst.max(rel);
         }
         assert!(worst < 5e-7, "worst relative error {worst}");
-        assert_eq!(exp(-1e9), exp(-87.3));
-        assert!(exp(-1e9) < 1e-37);
+        // Never a subnormal: 0 below EXP_MIN (a masked key), the smallest normals above it.
+        assert_eq!(exp(-1e9), 0.0);
+        assert_eq!(exp(-87.31), 0.0);
+        assert!(exp(-87.3).is_normal() && exp(-87.3) < 1.3e-38);
+        for i in 0..=10_000 {
+            let x = -87.3 - i as f32 * 1e-3;
+            assert!(
+                exp(x) == 0.0 || exp(x).is_normal(),
+                "exp({x}) = {:e}",
+                exp(x)
+            );
+        }
     }
 
     #[test]
