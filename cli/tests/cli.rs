@@ -172,6 +172,20 @@ fn bench_vs_reference_runs_both_sides_and_writes_the_ratio_table() -> Result<()>
         let v: f64 = cells[i].parse()?;
         ensure!(v.is_finite() && v > 0.0, "{what} = {v} in {row}");
     }
+    // Both sides state the subnormal mode they ran in, and it is the same one.
+    let mode = match std::env::var("FEDP2EFT_FLUSH_SUBNORMALS").as_deref() {
+        Ok("0") => "kept",
+        _ => "flushed",
+    };
+    let header = md
+        .lines()
+        .find(|l| l.starts_with("Written by"))
+        .unwrap_or_default();
+    ensure!(
+        header.contains(&format!("subnormals {mode}"))
+            && header.contains(&format!("threads, subnormals {mode}), scripts")),
+        "the table does not say the subnormals were {mode} on both sides:\n{header}"
+    );
     let json = std::fs::read_dir(out_dir.path())?
         .filter_map(|e| e.ok())
         .find(|e| e.file_name().to_string_lossy().starts_with("vs-reference-"));
