@@ -2,7 +2,8 @@
 # Cross-builds fedp2eft-core's tests for aarch64-unknown-linux-gnu and runs them under
 # qemu-aarch64: the unit tests, core/tests/kernels.rs (the fused kernels against candle's composite
 # ops; on aarch64 pulp takes its NEON path and gemm its aarch64 kernels, which is what this
-# proves) and the other test files that need no Python reference.
+# proves), fedp2eft-fpenv's tests and core/tests/runtime.rs (FPCR.FZ / FZ16 set on every compute
+# thread and the caller's mode restored) and the other test files that need no Python reference.
 #
 #   scripts/aarch64-test.sh            unit tests + model-free test files (no downloads needed)
 #   scripts/aarch64-test.sh --models   also the forward-pass tests that read the model cache
@@ -45,7 +46,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $sysroot"
 export CARGO_PROFILE_DEV_OPT_LEVEL=${CARGO_PROFILE_DEV_OPT_LEVEL:-3}
 
 # Model-free test files. `client` builds the HTTP client so http_client.rs runs too.
-tests=(--lib --test kernels --test adapter --test federated_wire --test http_client)
+tests=(--lib --test kernels --test adapter --test federated_wire --test http_client --test runtime)
 if [ $models = 1 ]; then
   # Read ~/.cache/fedp2eft (same files as the host): model loading and forward passes, ~2 min
   # under qemu. Left out: personalize and stages, which train (personalize.rs alone ran for
@@ -60,8 +61,9 @@ trap 'rm -f "$log"' EXIT
 start=$SECONDS
 status=0
 # Test binaries run one after another; --no-fail-fast so one failure does not hide the others.
+cargo test -p fedp2eft-fpenv --target "$triple" --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
 cargo test -p fedp2eft-core --features client --target "$triple" --no-fail-fast "${tests[@]}" \
-  -- "$@" 2>&1 | tee "$log" || status=$?
+  -- "$@" 2>&1 | tee -a "$log" || status=$?
 
 echo
 echo "==> aarch64 summary ($triple under $(qemu-aarch64 --version | head -1 | cut -d' ' -f1-3))"
