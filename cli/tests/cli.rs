@@ -173,9 +173,10 @@ fn bench_vs_reference_runs_both_sides_and_writes_the_ratio_table() -> Result<()>
         ensure!(v.is_finite() && v > 0.0, "{what} = {v} in {row}");
     }
     // Both sides state the subnormal mode they ran in, and it is the same one.
-    let mode = match std::env::var("FEDP2EFT_FLUSH_SUBNORMALS").as_deref() {
-        Ok("0") => "kept",
-        _ => "flushed",
+    // (The child reads the same environment and CPU as this process.)
+    let mode = match fedp2eft_core::runtime::enabled() {
+        true => "flushed",
+        false => "kept",
     };
     let header = md
         .lines()

@@ -75,9 +75,6 @@ impl PoolModes {
             .iter()
             .all(|p| p.iter().all(|&f| f))
     }
-    pub fn workers(&self) -> usize {
-        self.rayon.len() + self.candle_barrier.len() + self.candle_rayon.len()
-    }
 }
 
 /// Runs `f` on every worker of every compute pool and returns what each gave, pool by pool.

@@ -28,10 +28,13 @@ pub struct FlushGuard {
 impl FlushGuard {
     pub fn new() -> Self {
         let before = current();
-        let outermost = CALLER.with(|c| c.get().is_none());
-        if outermost {
-            CALLER.with(|c| c.set(Some(before)));
-        }
+        let outermost = CALLER.with(|c| {
+            let first = c.get().is_none();
+            if first {
+                c.set(Some(before));
+            }
+            first
+        });
         set(before.flushing());
         Self {
             before,
