@@ -106,9 +106,10 @@ pub fn learn(
 
 pub fn run(args: &BtLoraArgs, home: &Path) -> Result<()> {
     let a = &args.learn;
-    let bench = a.data.load(home)?;
+    let mut bench = a.data.load(home)?;
+    client(&bench, a.client.as_deref())?; // a wrong id fails before the base model loads
+    let lm = load_base_for(&a.base_dir(home), &mut bench)?;
     let data = client(&bench, a.client.as_deref())?;
-    let lm = load_base_for(&a.base_dir(home), &bench)?;
     println!(
         "BT-LoRA on {} ({} train examples, L = {}, r_max = {})",
         data.id,

@@ -36,13 +36,14 @@ pub struct JoinArgs {
 }
 
 pub fn run(a: &JoinArgs, home: &Path) -> Result<()> {
-    let bench = a.data.load(home)?;
-    let data = client(&bench, Some(&a.client))?;
+    let mut bench = a.data.load(home)?;
+    client(&bench, Some(&a.client))?; // a wrong id fails before the base model loads
     let base = a
         .base
         .clone()
         .unwrap_or_else(|| default_base_dir(home, "e5", &a.data.tag()));
-    let lm = load_base_for(&base, &bench)?;
+    let lm = load_base_for(&base, &mut bench)?;
+    let data = client(&bench, Some(&a.client))?;
     let fc = FedClient::new(&a.server, &a.run, &a.token)?;
     let bars = Bars::new();
     let ctl = bars.control();

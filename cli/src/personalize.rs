@@ -108,9 +108,10 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
         }
         .into());
     }
-    let bench = a.learn.data.load(home)?;
+    let mut bench = a.learn.data.load(home)?;
+    client(&bench, a.learn.client.as_deref())?; // a wrong id fails before the base loads
+    let lm = load_base_for(&a.learn.base_dir(home), &mut bench)?;
     let data = client(&bench, a.learn.client.as_deref())?;
-    let lm = load_base_for(&a.learn.base_dir(home), &bench)?;
     let psg = a.psg.as_deref().map(Psg::load).transpose()?;
     let lambda = match &psg {
         Some(_) => None,

@@ -173,15 +173,15 @@ pub fn run(a: &SimulateArgs, home: &Path) -> Result<()> {
     }
     // Two languages unless told otherwise: the whole run then takes minutes on 2 cores.
     let mut data = a.data.clone();
-    if data.data.is_none() && data.locales.is_none() {
+    if a.data.tag() == "emoji" && data.locales.is_none() {
         data.locales = Some(vec!["en".into(), "hi".into()]);
     }
-    let bench = data.load(home)?;
+    let mut bench = data.load(home)?;
     let base = a
         .base
         .clone()
         .unwrap_or_else(|| default_base_dir(home, "e5", &a.data.tag()));
-    let lm = load_base_for(&base, &bench)?;
+    let lm = load_base_for(&base, &mut bench)?;
     std::fs::create_dir_all(&a.out)?;
     let token = a
         .admin_token

@@ -5,18 +5,33 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedp2eft_core::data::{
-    load_emoji, load_jsonl, Benchmark, ClientData, EmojiConfig, JsonlOptions,
+    load_emoji, load_jsonl, load_masakhanews, load_sib200, Benchmark, ClientData, EmojiConfig,
+    JsonlOptions, MasakhaConfig, PoolProtocol, SibConfig,
 };
 use fedp2eft_core::model::{load_base, LoadedModel};
 use serde::{Deserialize, Serialize};
 
-/// Which data set: the multilingual emoji benchmark, or a JSON-lines file of your own.
+/// Which data set: the multilingual emoji benchmark, MasakhaNEWS, SIB-200, or a JSON-lines file
+/// of your own.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// JSON lines `{"text","label","client","language"[,"split","pool"]}` instead of the
     /// emoji benchmark.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["masakhanews", "sib200"])]
     pub data: Option<PathBuf>,
+    /// MasakhaNEWS folder (one folder per language, e.g. ../shared/data/masakhanews): headlines
+    /// under the paper's protocol.
+    #[arg(long, value_name = "DIR", conflicts_with = "sib200")]
+    pub masakhanews: Option<PathBuf>,
+    /// SIB-200 folder (one folder per language variety); needs --languages.
+    #[arg(long, value_name = "DIR")]
+    pub sib200: Option<PathBuf>,
+    /// Languages of MasakhaNEWS [default: all] or SIB-200 (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub languages: Option<Vec<String>>,
+    /// Clients per language and pool for MasakhaNEWS / SIB-200 (the paper: 10).
+    #[arg(long, default_value_t = 10)]
+    pub clients_per_language: usize,
     /// Emoji benchmark locales (comma separated) [default: 10 locales, 7 scripts].
     #[arg(long, value_delimiter = ',')]
     pub locales: Option<Vec<String>>,
@@ -34,6 +49,41 @@ impl DataArgs {
             };
             return load_jsonl(path, &opts).with_context(|| format!("reading {}", path.display()));
         }
+        let protocol = PoolProtocol {
+            clients_per_language: self.clients_per_language,
+            seed: self.data_seed,
+            ..Default::default()
+        };
+        if let Some(dir) = &self.masakhanews {
+            let cfg = MasakhaConfig {
+                languages: self.languages.clone().unwrap_or_default(),
+                protocol,
+                ..Default::default()
+            };
+            let m = load_masakhanews(dir, &cfg)
+                .with_context(|| format!("reading MasakhaNEWS from {}", dir.display()))?;
+            if !m.dev_only.is_empty() {
+                eprintln!(
+                    "note: no train.tsv for {}: their training side is dev.tsv alone",
+                    m.dev_only.join(", ")
+                );
+            }
+            return Ok(m.bench);
+        }
+        if let Some(dir) = &self.sib200 {
+            let Some(languages) = self.languages.clone() else {
+                bail!("--sib200 needs --languages (e.g. eng_Latn,fra_Latn,swh_Latn)");
+            };
+            let cfg = SibConfig {
+                languages,
+                protocol: PoolProtocol {
+                    parallel: true,
+                    ..protocol
+                },
+            };
+            return load_sib200(dir, &cfg)
+                .with_context(|| format!("reading SIB-200 from {}", dir.display()));
+        }
         let mut cfg = EmojiConfig {
             seed: self.data_seed,
             ..Default::default()
@@ -46,13 +96,15 @@ impl DataArgs {
 
     /// Short name used in default output paths.
     pub fn tag(&self) -> String {
-        match &self.data {
-            Some(p) => p
+        match (&self.data, &self.masakhanews, &self.sib200) {
+            (Some(p), _, _) => p
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or("data")
                 .to_string(),
-            None => "emoji".into(),
+            (_, Some(_), _) => "masakhanews".into(),
+            (_, _, Some(_)) => "sib200".into(),
+            _ => "emoji".into(),
         }
     }
 }
@@ -62,8 +114,9 @@ pub fn default_base_dir(home: &Path, model: &str, data_tag: &str) -> PathBuf {
     home.join("bases").join(format!("{model}-{data_tag}"))
 }
 
-/// Loads a saved base model, checking its labels against the benchmark's.
-pub fn load_base_for(dir: &Path, bench: &Benchmark) -> Result<LoadedModel> {
+/// Loads a saved base model and maps the benchmark's labels onto its head by name (any order;
+/// integer labels are head ids); a label the head does not know is an error.
+pub fn load_base_for(dir: &Path, bench: &mut Benchmark) -> Result<LoadedModel> {
     if !dir.join(fedp2eft_core::model::spec::MANIFEST).exists() {
         bail!(
             "no base model in {}: run `fedp2eft train-base` first (personalization starts from a \
@@ -74,14 +127,9 @@ pub fn load_base_for(dir: &Path, bench: &Benchmark) -> Result<LoadedModel> {
     let sp = crate::progress::spinner(format!("loading base model {}", dir.display()));
     let lm = load_base(dir).with_context(|| format!("loading base model {}", dir.display()))?;
     sp.finish_and_clear();
-    if lm.manifest.label_names != bench.label_names {
-        bail!(
-            "base model {} was trained for labels {:?}, the data has {:?}",
-            dir.display(),
-            lm.manifest.label_names,
-            bench.label_names
-        );
-    }
+    bench
+        .align_labels(&lm.manifest.label_names)
+        .with_context(|| format!("the data does not fit the base model {}", dir.display()))?;
     Ok(lm)
 }
 

@@ -194,8 +194,10 @@ fn bench_vs_reference_runs_both_sides_and_writes_the_ratio_table() -> Result<()>
     Ok(())
 }
 
-/// train-base → bt-lora → personalize on MiniLM with a JSON-lines file of real emoji items
-/// (English, two clients), then the typed errors of a bad budget and a missing base model.
+/// train-base on the emoji benchmark (English), then bt-lora → personalize on MiniLM with a
+/// JSON-lines file of the same items whose labels are names in the loader's sorted order (not
+/// the head's), and simulate with integer labels (head ids); then the typed errors of a label
+/// the head does not know, a bad budget and a missing base model.
 #[test]
 fn train_base_then_personalize_from_jsonl() -> Result<()> {
     use fedp2eft_core::data::{load_emoji, write_jsonl, EmojiConfig};
@@ -213,17 +215,35 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         c.train.truncate(48);
         c.test.truncate(24);
     }
-    let data = tmp.path().join("en.jsonl");
-    write_jsonl(&data, &bench)?;
-    let data = data.to_string_lossy().into_owned();
+    let ids = tmp.path().join("en-ids.jsonl");
+    write_jsonl(&ids, &bench)?;
+    // The same items with label names: `load_jsonl` numbers them alphabetically.
+    let named_lines = |rename: &dyn Fn(&str) -> String| -> Result<String> {
+        let mut text = String::new();
+        for c in &bench.clients {
+            for (split, ex) in [("train", &c.train), ("test", &c.test)] {
+                for e in ex.iter() {
+                    let line = serde_json::json!({"text": e.text, "client": c.id,
+                        "language": c.language, "split": split,
+                        "label": rename(&bench.label_names[e.label])});
+                    text += &format!("{line}\n");
+                }
+            }
+        }
+        Ok(text)
+    };
+    let named = tmp.path().join("en.jsonl");
+    std::fs::write(&named, named_lines(&|n| n.to_string())?)?;
+    let data = named.to_string_lossy().into_owned();
+    let ids = ids.to_string_lossy().into_owned();
     let base = tmp.path().join("base").to_string_lossy().into_owned();
     let common = ["--data", data.as_str(), "--base", base.as_str()];
     let out = fedp2eft(&[
         "train-base",
         "--model",
         "minilm",
-        "--data",
-        &data,
+        "--locales",
+        "en",
         "--epochs",
         "2",
         "--out",
@@ -279,7 +299,7 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         "--rounds",
         "1",
     ];
-    args.extend(common);
+    args.extend(["--data", ids.as_str(), "--base", base.as_str()]);
     args.extend([
         "--r-max",
         "4",
@@ -307,8 +327,41 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
     )?)?;
     // 2 pools × 1 budget × 2 methods.
     assert_eq!(res["results"].as_array().map(Vec::len), Some(4));
-    // Budget above r_max: a clear typed error, nothing written.
+    // A label the head does not know: refused, naming it.
+    let odd = tmp.path().join("odd.jsonl");
+    std::fs::write(
+        &odd,
+        named_lines(&|n| {
+            if n == bench.label_names[bench.clients[0].train[0].label] {
+                "banners".into()
+            } else {
+                n.into()
+            }
+        })?,
+    )?;
+    let odd = odd.to_string_lossy().into_owned();
     let bad = tmp.path().join("bad").to_string_lossy().into_owned();
+    let out = fedp2eft(&[
+        "personalize",
+        "--budget",
+        "2",
+        "--lora",
+        "--data",
+        &odd,
+        "--client",
+        &client,
+        "--base",
+        &base,
+        "--out",
+        &bad,
+    ])?;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`banners`") && err.contains("smileys-emotion"),
+        "{err}"
+    );
+    // Budget above r_max: a clear typed error, nothing written.
     let mut args = vec![
         "personalize",
         "--budget",

@@ -22,10 +22,10 @@ pub const CLIENT: &str = "seen-hi-0";
 pub const BUDGET: usize = 4;
 
 pub fn run(spec: &ModelSpec, shape: Shape, home: &Path, job_dir: Option<&Path>) -> Result<()> {
-    let bench = load_emoji(&home::emojibase_dir_in(home), &EmojiConfig::default())?;
+    let mut bench = load_emoji(&home::emojibase_dir_in(home), &EmojiConfig::default())?;
     let base_dir = default_base_dir(home, &spec.to_string(), "emoji");
     let clock = Instant::now();
-    let lm = load_base_for(&base_dir, &bench)?;
+    let lm = load_base_for(&base_dir, &mut bench)?;
     let load_seconds = clock.elapsed().as_secs_f64();
     let rss_after_load_kb = proc_status_kb("VmRSS:");
     let data = client(&bench, Some(CLIENT))?;

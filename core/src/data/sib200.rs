@@ -1,0 +1,122 @@
+//! SIB-200 (Adelani et al. 2024): topic classification of FLORES-200 sentences, one folder per
+//! language variety (`eng_Latn`, `zho_Hans`, …) with `train.tsv`, `dev.tsv`, `test.tsv`
+//! (`index_id, category, text`), 7 topics. The sentences are translations of one another
+//! (same `index_id`, same sentence), so the protocol runs `parallel`: a sentence is in the same
+//! pool in every language. The training side is train ∪ dev.
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::example::Benchmark;
+use super::protocol::{split_into_pools, Item, LanguageSet, PoolProtocol};
+use super::tsv::read_tsv;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SibConfig {
+    /// Language varieties to read (folder names); required: the set has 178 of them.
+    pub languages: Vec<String>,
+    /// `parallel` is forced on: the items are translations of one another.
+    pub protocol: PoolProtocol,
+}
+
+impl Default for SibConfig {
+    fn default() -> Self {
+        Self {
+            languages: Vec::new(),
+            protocol: PoolProtocol {
+                parallel: true,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// (index_id, category, text) rows.
+fn read_split(path: &Path) -> Result<Vec<(String, String, String)>> {
+    let t = read_tsv(path)?;
+    let (id, cat, text) = (
+        t.column("index_id")?,
+        t.column("category")?,
+        t.column("text")?,
+    );
+    Ok(t.rows
+        .iter()
+        .map(|r| {
+            (
+                r[id].trim().into(),
+                r[cat].trim().into(),
+                r[text].trim().into(),
+            )
+        })
+        .collect())
+}
+
+/// Reads the chosen languages and applies the paper's protocol (label ids: sorted topics).
+pub fn load_sib200(dir: &Path, cfg: &SibConfig) -> Result<Benchmark> {
+    if cfg.languages.is_empty() {
+        return Err(Error::Config("SIB-200: name the languages to read".into()));
+    }
+    let mut raw = Vec::with_capacity(cfg.languages.len());
+    let mut names = BTreeSet::new();
+    for lang in &cfg.languages {
+        let folder = dir.join(lang);
+        if !folder.is_dir() {
+            return Err(Error::Data(format!(
+                "SIB-200: no folder {}",
+                folder.display()
+            )));
+        }
+        let mut train = read_split(&folder.join("train.tsv"))?;
+        train.extend(read_split(&folder.join("dev.tsv"))?);
+        let test = read_split(&folder.join("test.tsv"))?;
+        if let Some(r) = train
+            .iter()
+            .chain(&test)
+            .find(|r| r.2.is_empty() || r.1.is_empty())
+        {
+            let id = &r.0;
+            return Err(Error::format(
+                "SIB-200",
+                &folder,
+                format!("index_id {id}: empty field"),
+            ));
+        }
+        names.extend(train.iter().chain(&test).map(|r| r.1.clone()));
+        raw.push((lang.clone(), train, test));
+    }
+    let label_names: Vec<String> = names.into_iter().collect();
+    let id = |cat: &str| {
+        label_names
+            .iter()
+            .position(|n| n == cat)
+            .unwrap_or_default()
+    };
+    let sets = raw
+        .into_iter()
+        .map(|(language, train, test)| {
+            let items = |rows: Vec<(String, String, String)>| -> Vec<Item> {
+                rows.into_iter()
+                    .map(|(key, cat, text)| Item {
+                        // Zero-padded so that the protocol's key order is numeric.
+                        key: format!("{key:0>8}"),
+                        label: id(&cat),
+                        text,
+                    })
+                    .collect()
+            };
+            LanguageSet {
+                language,
+                train: items(train),
+                test: items(test),
+            }
+        })
+        .collect();
+    let p = PoolProtocol {
+        parallel: true,
+        ..cfg.protocol.clone()
+    };
+    split_into_pools("sib200", label_names, sets, &p)
+}
