@@ -15,6 +15,7 @@ pub mod personalize;
 pub mod prune;
 pub mod psg;
 pub mod runtime;
+pub mod stats;
 pub mod train;
 pub mod train_base;
 

@@ -11,7 +11,8 @@ use crate::data::ClientData;
 use crate::model::{SeqClassifier, Tokenize};
 use crate::prune::{select_top_by, RankPlan};
 use crate::psg::Psg;
-use crate::train::{encode_all, evaluate, train, Accuracy, Dataset, Objective, Params};
+use crate::train::{accuracy_of, encode_all, evaluate, predict_all, train, Accuracy, Dataset};
+use crate::train::{Objective, Params};
 use crate::train::{TrainConfig, TrainReport};
 use crate::{features, Error, Result};
 
@@ -22,8 +23,11 @@ pub enum Structure<'a> {
     /// The plain LoRA baseline: rank r on every layer, λ fixed at one (with α = 2r its scaling
     /// equals BT-LoRA's α/r_max = 2).
     Lora,
-    /// A given λ (L·r_max values), e.g. from a file.
+    /// A given λ (L·r_max values), e.g. from a file, or a PSG's λ̂ computed beforehand.
     Lambda(&'a [f32]),
+    /// The structure-only arm (the authors' rank-only evaluation): ranks chosen by these
+    /// scores (e.g. the PSG's λ̂), every kept λ = 1 — LoRA with the PSG's rank pattern.
+    Ranks(&'a [f32]),
     /// The BT-LoRA baseline: λ learned on this client; pruned with the clamped values (what the
     /// authors store), ties among them broken by the raw values.
     Learned {
@@ -40,6 +44,10 @@ pub struct PersonalizeConfig {
     /// The fine-tune (authors: 2 epochs, lr 1e-4, batch 32; λ is not trained).
     pub train: TrainConfig,
     pub eval_batch: usize,
+    /// Evaluate the base model on the test split first (`accuracy_before`); a caller that
+    /// already knows it (one base evaluation per client for many methods) turns this off and
+    /// gets an empty `accuracy_before`.
+    pub evaluate_before: bool,
 }
 
 impl PersonalizeConfig {
@@ -49,6 +57,7 @@ impl PersonalizeConfig {
             lora: LoraConfig::default(),
             train: TrainConfig::default(),
             eval_batch: 64,
+            evaluate_before: true,
         }
     }
 }
@@ -84,6 +93,8 @@ pub struct PersonalizeReport {
     pub accuracy_before: Accuracy,
     /// The merged personalised model's accuracy on the same split.
     pub accuracy_after: Accuracy,
+    /// Its predicted class of every test example, in the client's order (paired statistics).
+    pub predictions: Vec<u32>,
     pub train_examples: usize,
     pub finetune: TrainReport,
     pub timings: Timings,
@@ -147,7 +158,11 @@ pub fn personalize(
     let mut t = Timings::default();
 
     let clock = Instant::now();
-    let before = evaluate(base, &test_set, cfg.eval_batch, ctl)?;
+    let before = if cfg.evaluate_before {
+        evaluate(base, &test_set, cfg.eval_batch, ctl)?
+    } else {
+        Accuracy::default()
+    };
     t.evaluate_s += clock.elapsed().as_secs_f64();
 
     let clock = Instant::now();
@@ -159,6 +174,10 @@ pub fn personalize(
             psg.predict(&x)?
         }
         Structure::Lambda(l) => l.to_vec(),
+        Structure::Ranks(scores) => {
+            key = Some(scores);
+            vec![1.0; scores.len()]
+        }
         // Equal λ everywhere: the tie rule (lower rank index first) keeps ranks 0..r of every
         // layer only if each layer's first r entries rank above the rest, so build them so.
         Structure::Lora => (0..base.num_adapted() * r_max)
@@ -210,7 +229,8 @@ pub fn personalize(
     });
 
     let clock = Instant::now();
-    let after = evaluate(&merged, &test_set, cfg.eval_batch, ctl)?;
+    let predictions = predict_all(&merged, &test_set, cfg.eval_batch, ctl)?;
+    let after = accuracy_of(&test_set, &predictions);
     t.evaluate_s += clock.elapsed().as_secs_f64();
     t.total_s = start.elapsed().as_secs_f64();
 
@@ -235,6 +255,7 @@ pub fn personalize(
         ranks,
         accuracy_before: before,
         accuracy_after: after,
+        predictions,
         train_examples: train_enc.len(),
         finetune,
         timings: t,

@@ -21,6 +21,7 @@ const FORMAT: &str = "fedp2eft-psg";
 
 /// Hyper-parameters of the PSG and of stage 2 (authors' defaults, method.md §3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PsgConfig {
     /// hidden = hidden_mul · input size (bt_hl_mul = 2).
     pub hidden_mul: usize,

@@ -9,6 +9,7 @@ use crate::Result;
 
 /// Weights and constants of the two prior terms (authors' defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PriorConfig {
     /// Weight of the Laplace term on B ("significance" in the authors' code: 100).
     pub w_sig: f64,

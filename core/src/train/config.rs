@@ -2,6 +2,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainConfig {
     /// Local epochs: stage 1, the BT-LoRA baseline and the personalised fine-tune all use 2.
     pub epochs: usize,

@@ -7,7 +7,7 @@ pub mod trainer;
 
 pub use batch::{chunks_by_length, encode_all, make_batch, Batch, Dataset, Encoded};
 pub use config::TrainConfig;
-pub use eval::{evaluate, Accuracy};
+pub use eval::{accuracy_of, evaluate, predict_all, Accuracy};
 pub use trainer::{
     batch_loss, clip_grad_norm, run, train, BatchLoss, ModelTask, Objective, Params,
 };
