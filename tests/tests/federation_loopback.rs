@@ -14,7 +14,7 @@ use fedp2eft_core::model::{load_hf, HfTokenizer};
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
 use fedp2eft_core::train::TrainConfig;
 use fedp2eft_core::Control;
-use fedp2eft_wire::{fedavg, CreateRun, Pool, Task};
+use fedp2eft_wire::{fedavg, CreateRun, Pool, Stage2, Task};
 
 const ADMIN: &str = "admin-secret-for-tests";
 
@@ -78,6 +78,8 @@ fn three_clients_two_rounds_over_loopback() -> anyhow::Result<()> {
     let admin = Admin::new(&server, ADMIN)?;
     let mut run = CreateRun::new("e2e", lay.clone());
     (run.fraction, run.rounds, run.min_completion, run.seed) = (1.0, 2, 1.0, 7);
+    // Not the clients' defaults (10 steps, lr 1e-4): they must follow the run.
+    run.stage2 = Stage2 { steps: 3, lr: 1e-3 };
     admin.create_run(&run, &psg0, &ctl)?;
     let seen: Vec<String> = bench
         .clients
@@ -127,6 +129,7 @@ fn three_clients_two_rounds_over_loopback() -> anyhow::Result<()> {
                                 update,
                             } => {
                                 assert!(!accepted.duplicate);
+                                assert_eq!(update.stage2_loss.len(), 3, "the run's stage 2");
                                 ups.push((
                                     round,
                                     to_params(&update.psg)?,

@@ -29,7 +29,10 @@ pub use limits::Limits;
 pub use meta::{PayloadMeta, RoundMeta, UpdateMeta};
 pub use params::{PsgParams, TensorData};
 pub use round::{RoundState, RoundStatus, UploadAccepted};
-pub use run::{CreateRun, RunCreated, RunState, RunStatus, MAX_DEADLINE_S, MAX_ROUNDS};
+pub use run::{
+    CreateRun, RunCreated, RunState, RunStatus, Stage2, MAX_DEADLINE_S, MAX_ROUNDS,
+    MAX_STAGE2_STEPS,
+};
 pub use spec::{PsgLayout, PsgSpec, MAX_LABEL_LEN, PSG_TENSOR_NAMES};
 pub use task::{PsgRef, Task, TrainTask};
 pub use version::{check_protocol, API_PREFIX, PROTOCOL_VERSION};

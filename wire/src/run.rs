@@ -30,6 +30,47 @@ pub struct CreateRun {
     /// below it the round fails instead of aggregating.
     pub min_completion: f64,
     pub layout: PsgLayout,
+    /// How every client of the run regresses the PSG onto its learned λ (absent in a run
+    /// created before this field: the authors' values).
+    #[serde(default)]
+    pub stage2: Stage2,
+}
+
+/// Stage 2 of a round as the run prescribes it to its clients (method.md §3.3): Adam steps of
+/// the PSG's L1 regression and their learning rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stage2 {
+    /// The authors: 10.
+    pub steps: u32,
+    /// The authors: 1e-4.
+    pub lr: f64,
+}
+
+impl Default for Stage2 {
+    fn default() -> Self {
+        Self {
+            steps: 10,
+            lr: 1e-4,
+        }
+    }
+}
+
+/// Bounds of a run's stage 2: a typo must not make every client spin for hours.
+pub const MAX_STAGE2_STEPS: u32 = 10_000;
+
+impl Stage2 {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_STAGE2_STEPS).contains(&self.steps) {
+            let msg = format!("must be 1..={MAX_STAGE2_STEPS}");
+            return Err(Error::field("stage2.steps", msg));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
+            let msg = format!("{} is not in (0, 1]", self.lr);
+            return Err(Error::field("stage2.lr", msg));
+        }
+        Ok(())
+    }
 }
 
 impl CreateRun {
@@ -45,6 +86,7 @@ impl CreateRun {
             deadline_s: 600,
             min_completion: 0.5,
             layout,
+            stage2: Stage2::default(),
         }
     }
 
@@ -66,6 +108,7 @@ impl CreateRun {
             let msg = format!("must be 1..={MAX_DEADLINE_S} seconds");
             return Err(Error::field("deadline_s", msg));
         }
+        self.stage2.validate()?;
         self.layout.validate().map_err(|e| match e {
             Error::InvalidSpec(reason) => Error::field("layout", reason),
             e => e,
@@ -144,6 +187,9 @@ pub struct RunStatus {
     pub layout: PsgLayout,
     /// SHA-256 of the newest PSG, φ_round.
     pub psg_sha256: String,
+    /// Stage 2 as the run was created with it; clients follow it.
+    #[serde(default)]
+    pub stage2: Stage2,
 }
 
 #[cfg(test)]
@@ -176,6 +222,55 @@ mod tests {
         assert_eq!(run.quorum(3), 2);
         assert_eq!(run.quorum(1), 1);
         assert_eq!(run.quorum(0), 1);
+    }
+
+    #[test]
+    fn stage2_defaults_to_the_authors_and_is_bounded() -> Result<()> {
+        // A run stored before the field existed reads with the authors' stage 2.
+        let mut json = serde_json::to_value(CreateRun::new("r", layout()))
+            .map_err(|e| Error::field("json", e.to_string()))?;
+        if let Some(o) = json.as_object_mut() {
+            o.remove("stage2");
+        }
+        let old: CreateRun =
+            serde_json::from_value(json).map_err(|e| Error::field("json", e.to_string()))?;
+        assert_eq!(
+            old.stage2,
+            Stage2 {
+                steps: 10,
+                lr: 1e-4
+            }
+        );
+        for (bad, field) in [
+            (Stage2 { steps: 0, lr: 1e-4 }, "stage2.steps"),
+            (
+                Stage2 {
+                    steps: MAX_STAGE2_STEPS + 1,
+                    lr: 1e-4,
+                },
+                "stage2.steps",
+            ),
+            (
+                Stage2 {
+                    steps: 10,
+                    lr: f64::NAN,
+                },
+                "stage2.lr",
+            ),
+            (Stage2 { steps: 10, lr: 0.0 }, "stage2.lr"),
+        ] {
+            let run = CreateRun {
+                stage2: bad,
+                ..CreateRun::new("r", layout())
+            };
+            let e = run
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(field), "{e}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -200,8 +200,15 @@ impl FedClient {
                 )?,
             }
         };
+        // Stage 2 as the run prescribes it, not this client's defaults.
+        let stage2 = self.status(ctl)?.stage2;
+        let psg_cfg = PsgConfig {
+            stage2_steps: stage2.steps as usize,
+            stage2_lr: stage2.lr,
+            ..PsgConfig::default()
+        };
         let params = self.download(&train.psg.psg, layout, ctl)?;
-        let global = from_params(layout, PsgConfig::default(), &params)?;
+        let global = from_params(layout, psg_cfg, &params)?;
         let update = client_round(base, tok, data, &global, cfg, ctl)?;
         let out = to_params(&update.psg)?;
         out.check_finite().map_err(wire)?;

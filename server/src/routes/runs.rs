@@ -130,5 +130,6 @@ pub async fn status(
         enrolled_unseen,
         layout: config.layout,
         psg_sha256,
+        stage2: config.stage2,
     }))
 }
