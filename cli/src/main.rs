@@ -10,6 +10,7 @@ mod join;
 mod models;
 mod personalize;
 mod progress;
+mod reproduce;
 mod serve;
 mod simulate;
 mod train_base;
@@ -57,6 +58,9 @@ enum Cmd {
     Join(join::JoinArgs),
     /// A whole FedP²EFT experiment over loopback HTTP: train the PSG, compare with LoRA.
     Simulate(simulate::SimulateArgs),
+    /// The paper's experiment from a config: partition → base (FedAvg) → PSG rounds → every
+    /// method × budget × seed → tables with paired statistics; resumable stage by stage.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Cmd::CreateRun(a) => create_run::run(&a),
         Cmd::Join(a) => join::run(&a, &home),
         Cmd::Simulate(a) => simulate::run(&a, &home),
+        Cmd::Reproduce(a) => reproduce::run(&a, &home),
     };
     // The error chain is for people: no backtrace, one cause per line.
     match res {

@@ -1,0 +1,329 @@
+//! A reproduction run's configuration (`configs/*.toml`): the data set and its protocol, the
+//! encoder, the base model's FedAvg, the PSG's federated training and the evaluation grid.
+//! Every field has the paper's value as its default where the paper has one.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use fedp2eft_core::adapter::PriorConfig;
+use fedp2eft_core::data::{NewsField, Pool, PoolProtocol};
+use fedp2eft_core::federated::FedBaseConfig;
+use fedp2eft_core::psg::PsgConfig;
+use fedp2eft_core::train::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReproConfig {
+    /// Names the run in tables and on the aggregation server.
+    pub name: String,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub base: FedBaseConfig,
+    #[serde(default)]
+    pub psg: PsgStage,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSet {
+    Masakhanews,
+    Sib200,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub set: DataSet,
+    /// The data set's folder, relative to the directory `reproduce` runs in (the repository
+    /// root for `../shared/data/...`); `--data-dir` overrides it.
+    pub dir: PathBuf,
+    /// Languages (folders) to use; empty = all (MasakhaNEWS only).
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// MasakhaNEWS' input text (the paper: the headline).
+    #[serde(default)]
+    pub field: NewsField,
+    #[serde(default)]
+    pub protocol: PoolProtocol,
+    /// Keep at most this many training / test examples per client (tiny configs only).
+    #[serde(default)]
+    pub max_train_per_client: Option<usize>,
+    #[serde(default)]
+    pub max_test_per_client: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `e5` (the embedded multilingual-e5-small), `minilm`, `mbert`, or a checkpoint path.
+    pub encoder: String,
+    /// Token limit per example (the paper: 256 for MasakhaNEWS' headline_text; headlines are
+    /// far shorter, so nothing is cut at 128).
+    pub max_len: usize,
+    /// Seeds the classification head's initialisation.
+    pub seed: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            encoder: "e5".into(),
+            max_len: 128,
+            seed: 42,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PsgStage {
+    /// r_max of BT-LoRA during PSG training (the authors: 32, α = 64).
+    pub r_max: usize,
+    /// Rounds of PSG training (the paper: 150).
+    pub rounds: u32,
+    /// Seen clients selected per round (the paper: 16 of MasakhaNEWS' 160).
+    pub clients_per_round: usize,
+    /// Stage 1 (BT-LoRA with the priors): 2 local epochs, lr 1e-4 (A, B) and 1e-2 (λ).
+    pub stage1: TrainConfig,
+    pub priors: PriorConfig,
+    /// The PSG network and stage 2 (10 Adam steps, lr 1e-4, of the L1 regression).
+    pub net: PsgConfig,
+    /// Seeds the server's client selection.
+    pub seed: u64,
+}
+
+impl Default for PsgStage {
+    fn default() -> Self {
+        Self {
+            r_max: 32,
+            rounds: 150,
+            clients_per_round: 16,
+            stage1: TrainConfig::default(),
+            priors: PriorConfig::default(),
+            net: PsgConfig::default(),
+            seed: 42,
+        }
+    }
+}
+
+/// A personalization method of the evaluation grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodName {
+    /// The base model, not personalized.
+    Base,
+    /// Rank = budget on every layer, α = 2r, the paper's lr.
+    Lora,
+    /// LoRA with the lr of `lora_lr_grid` chosen on the seen pool's training side.
+    LoraTuned,
+    /// λ learned per client with the priors (BayesTune), then pruned; no federation.
+    BtLora,
+    /// λ̂ from the federatedly trained PSG.
+    Fedp2eft,
+    /// The PSG's ranks with every λ = 1 (structure only).
+    PsgRanks,
+}
+
+impl MethodName {
+    pub fn label(self) -> &'static str {
+        match self {
+            MethodName::Base => "base",
+            MethodName::Lora => "LoRA",
+            MethodName::LoraTuned => "LoRA (tuned lr)",
+            MethodName::BtLora => "BT-LoRA",
+            MethodName::Fedp2eft => "FedP²EFT",
+            MethodName::PsgRanks => "PSG ranks, λ = 1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    pub pools: Vec<Pool>,
+    /// Evaluate at most this many clients per language and pool (all when absent, the paper).
+    pub clients_per_language: Option<usize>,
+    pub budgets: Vec<usize>,
+    /// Personalization seeds: each changes the LoRA initialisation and the data order of
+    /// every fine-tune (the base model and the PSG are trained once).
+    pub seeds: Vec<u64>,
+    pub methods: Vec<MethodName>,
+    /// The fine-tune after pruning: 2 epochs, lr 1e-4, batch 32 (λ frozen, CE only).
+    pub finetune: TrainConfig,
+    /// Learning rates tried for `lora-tuned`.
+    pub lora_lr_grid: Vec<f64>,
+    /// Seen clients per language on whose training side (80 / 20) the grid is scored.
+    pub grid_clients_per_language: usize,
+    /// Bootstrap resamples of the paired CI.
+    pub bootstrap: usize,
+    /// Narrower grids for some methods (e.g. the secondary baselines at r = 2 and one seed),
+    /// keyed by method name.
+    pub only: BTreeMap<MethodName, Only>,
+}
+
+/// A method's budgets and seeds when they are a subset of the evaluation's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Only {
+    pub budgets: Option<Vec<usize>>,
+    pub seeds: Option<Vec<u64>>,
+    /// Only the first k evaluated clients of each language and pool.
+    pub clients_per_language: Option<usize>,
+}
+
+impl EvalConfig {
+    pub fn budgets_of(&self, m: MethodName) -> Vec<usize> {
+        match self.only.get(&m).and_then(|o| o.budgets.clone()) {
+            Some(b) => b,
+            None => self.budgets.clone(),
+        }
+    }
+    pub fn seeds_of(&self, m: MethodName) -> Vec<u64> {
+        match self.only.get(&m).and_then(|o| o.seeds.clone()) {
+            Some(s) => s,
+            None => self.seeds.clone(),
+        }
+    }
+    /// Whether the grid holds this cell for the client of rank `k` (0-based) in its
+    /// language's evaluated clients.
+    pub fn runs(&self, m: MethodName, budget: usize, seed: u64, k: usize) -> bool {
+        let within = self.only.get(&m).and_then(|o| o.clients_per_language);
+        self.methods.contains(&m)
+            && self.budgets_of(m).contains(&budget)
+            && self.seeds_of(m).contains(&seed)
+            && within.is_none_or(|n| k < n)
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            pools: vec![Pool::Seen, Pool::Unseen],
+            clients_per_language: None,
+            budgets: vec![2, 4, 8, 16],
+            seeds: vec![42],
+            methods: vec![
+                MethodName::Base,
+                MethodName::Lora,
+                MethodName::BtLora,
+                MethodName::Fedp2eft,
+                MethodName::PsgRanks,
+            ],
+            finetune: TrainConfig::default(),
+            lora_lr_grid: vec![1e-4, 3e-4, 1e-3, 3e-3],
+            grid_clients_per_language: 1,
+            bootstrap: 10_000,
+            only: BTreeMap::new(),
+        }
+    }
+}
+
+impl ReproConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: Self =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Values that parse but cannot run.
+    pub fn check(&self) -> Result<()> {
+        let r_max = self.psg.r_max;
+        if let Some(&r) = self.eval.budgets.iter().find(|&&r| r == 0 || r > r_max) {
+            bail!("budget {r} outside 1..={r_max} (psg.r_max)");
+        }
+        if self.eval.seeds.is_empty() || self.eval.methods.is_empty() {
+            bail!("eval needs at least one seed and one method");
+        }
+        if self.eval.methods.contains(&MethodName::LoraTuned) && self.eval.lora_lr_grid.is_empty() {
+            bail!("lora-tuned needs eval.lora_lr_grid");
+        }
+        for (m, o) in &self.eval.only {
+            let bad_b = o
+                .budgets
+                .iter()
+                .flatten()
+                .any(|b| !self.eval.budgets.contains(b));
+            let bad_s = o
+                .seeds
+                .iter()
+                .flatten()
+                .any(|s| !self.eval.seeds.contains(s));
+            if bad_b || bad_s {
+                bail!(
+                    "eval.only.{m:?}: budgets and seeds must come from eval.budgets / eval.seeds"
+                );
+            }
+        }
+        if self.data.set == DataSet::Sib200 && self.data.languages.is_empty() {
+            bail!("SIB-200 needs data.languages");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped configuration parses and passes its checks.
+    #[test]
+    fn shipped_configs_are_valid() -> Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let cfg = ReproConfig::load(&path)?;
+                assert!(!cfg.name.is_empty(), "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "configs/ holds {n} configurations");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_grids_are_refused() -> Result<()> {
+        let base = r#"name = "x"
+[data]
+set = "masakhanews"
+dir = "d"
+"#;
+        let parse = |extra: &str| -> Result<ReproConfig> {
+            let cfg: ReproConfig = toml::from_str(&format!("{base}{extra}"))?;
+            cfg.check()?;
+            Ok(cfg)
+        };
+        let ok = parse("")?;
+        assert_eq!(
+            (ok.psg.r_max, ok.psg.rounds, ok.base.rounds),
+            (32, 150, 100)
+        );
+        assert!(
+            parse("[eval]\nbudgets = [64]\n").is_err(),
+            "budget above r_max"
+        );
+        assert!(parse("[eval]\nseeds = []\n").is_err());
+        assert!(
+            parse("[eval.only.bt-lora]\nbudgets = [3]\n").is_err(),
+            "not in budgets"
+        );
+        assert!(parse("[eval]\ntypo = 1\n").is_err(), "unknown field");
+        let o = parse("[eval]\nbudgets = [2, 8]\n[eval.only.bt-lora]\nbudgets = [2]\n")?;
+        let runs = |m, b| o.eval.runs(m, b, 42, 0);
+        assert!(runs(MethodName::BtLora, 2) && !runs(MethodName::BtLora, 8));
+        assert!(runs(MethodName::Lora, 8));
+        let o = parse("[eval.only.psg-ranks]\nclients_per_language = 1\n")?;
+        assert!(o.eval.runs(MethodName::PsgRanks, 2, 42, 0));
+        assert!(!o.eval.runs(MethodName::PsgRanks, 2, 42, 1));
+        Ok(())
+    }
+}

@@ -1,0 +1,374 @@
+//! Stage 4: every evaluated client × method × budget × seed, one JSON line each in
+//! `eval/results.jsonl` with the per-item hits (paired statistics need them). Per client the
+//! base model's predictions and the PSG's λ̂ are computed once, BT-LoRA's λ once per seed, for
+//! all methods and budgets. A resumed run skips the cells already written. `lora-tuned` first
+//! scores `eval.lora_lr_grid` on the seen pool's training side (80 / 20 per client,
+//! `eval/grid.jsonl`) and uses the best lr of each budget.
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
+use fedp2eft_core::baselines::{learn_lambda, BASELINE_LAMBDA_INIT};
+use fedp2eft_core::data::{multilingual_accuracy, Benchmark, ClientData, Pool};
+use fedp2eft_core::evaluation::pool_clients;
+use fedp2eft_core::model::LoadedModel;
+use fedp2eft_core::personalize::{personalize, PersonalizeConfig, Structure};
+use fedp2eft_core::psg::Psg;
+use fedp2eft_core::train::{encode_all, predict_all, Dataset};
+use fedp2eft_core::Control;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{MethodName, ReproConfig};
+use super::psg::features_of;
+use crate::progress::Bars;
+
+/// One evaluated cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub pool: Pool,
+    pub language: String,
+    pub client: String,
+    pub method: MethodName,
+    /// 0 for the base model.
+    pub budget: usize,
+    /// 0 for the base model.
+    pub seed: u64,
+    /// Fine-tune learning rate of A and B (0 for the base model).
+    pub lr: f64,
+    pub n: usize,
+    pub correct: usize,
+    /// '1' / '0' per test item, in the client's order.
+    pub hits: String,
+    pub seconds: f64,
+}
+
+impl Row {
+    pub fn key(&self) -> (String, MethodName, usize, u64) {
+        (self.client.clone(), self.method, self.budget, self.seed)
+    }
+    pub fn hit_vec(&self) -> Vec<bool> {
+        self.hits.bytes().map(|b| b == b'1').collect()
+    }
+}
+
+/// Every JSON line of `path` (none if it does not exist); a torn last line is skipped.
+pub fn read_rows<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        if let Ok(v) = serde_json::from_str(&line) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn append<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{}", serde_json::to_string(v)?)?;
+    f.flush()?;
+    Ok(())
+}
+
+fn hits_of(pred: &[u32], client: &ClientData) -> (usize, String) {
+    let hits: String = client
+        .test
+        .iter()
+        .zip(pred)
+        .map(|(e, &p)| if e.label as u32 == p { '1' } else { '0' })
+        .collect();
+    (hits.bytes().filter(|&b| b == b'1').count(), hits)
+}
+
+fn personalize_cfg(cfg: &ReproConfig, budget: usize, seed: u64, lr: f64) -> PersonalizeConfig {
+    let r = cfg.psg.r_max;
+    let mut pc = PersonalizeConfig::new(budget);
+    pc.lora = LoraConfig {
+        r,
+        lora_alpha: 2.0 * r as f64,
+        seed,
+    };
+    pc.train = cfg.eval.finetune.clone();
+    pc.train.max_len = cfg.model.max_len;
+    pc.train.seed = seed;
+    pc.train.lr_ab = lr;
+    pc.evaluate_before = false;
+    pc
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GridRow {
+    client: String,
+    language: String,
+    budget: usize,
+    lr: f64,
+    correct: usize,
+    n: usize,
+}
+
+/// The lr of each budget with the best mean over languages of pooled validation accuracy.
+fn tune_lora(
+    cfg: &ReproConfig,
+    bench: &Benchmark,
+    lm: &LoadedModel,
+    dir: &Path,
+    ctl: &Control,
+) -> Result<BTreeMap<usize, f64>> {
+    let path = dir.join("grid.jsonl");
+    let mut rows: Vec<GridRow> = read_rows(&path)?;
+    let done: HashSet<(String, usize, u64)> = rows
+        .iter()
+        .map(|r| (r.client.clone(), r.budget, r.lr.to_bits()))
+        .collect();
+    let clients = pool_clients(bench, Pool::Seen, Some(cfg.eval.grid_clients_per_language));
+    let seed = cfg.eval.seeds[0];
+    for c in clients {
+        // 80 / 20 of the training side; the test side is never looked at.
+        let mut train = c.train.clone();
+        train.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let val = train.split_off(train.len() - train.len().div_ceil(5));
+        let inner = ClientData {
+            train,
+            test: val,
+            ..c.clone()
+        };
+        for budget in cfg.eval.budgets_of(MethodName::LoraTuned) {
+            for &lr in &cfg.eval.lora_lr_grid {
+                if done.contains(&(c.id.clone(), budget, lr.to_bits())) {
+                    continue;
+                }
+                let pc = personalize_cfg(cfg, budget, seed, lr);
+                let rep = personalize(
+                    &lm.model,
+                    lm.tokenizer.as_ref(),
+                    &inner,
+                    Structure::Lora,
+                    &pc,
+                    ctl,
+                )?
+                .report;
+                let row = GridRow {
+                    client: c.id.clone(),
+                    language: c.language.clone(),
+                    budget,
+                    lr,
+                    correct: rep.accuracy_after.correct,
+                    n: rep.accuracy_after.total,
+                };
+                append(&path, &row)?;
+                rows.push(row);
+            }
+        }
+    }
+    let mut best = BTreeMap::new();
+    for budget in cfg.eval.budgets_of(MethodName::LoraTuned) {
+        let mut scored: Vec<(f64, f64)> = Vec::new();
+        for &lr in &cfg.eval.lora_lr_grid {
+            let cells: Vec<(String, usize, usize)> = rows
+                .iter()
+                .filter(|r| r.budget == budget && r.lr == lr)
+                .map(|r| (r.language.clone(), r.correct, r.n))
+                .collect();
+            scored.push((multilingual_accuracy(&cells), lr));
+        }
+        let (acc, lr) = scored
+            .iter()
+            .copied()
+            .fold((f64::MIN, cfg.eval.finetune.lr_ab), |a, b| {
+                if b.0 > a.0 {
+                    b
+                } else {
+                    a
+                }
+            });
+        println!("lora-tuned r = {budget}: lr {lr:e} (validation {acc:.2} %; grid {scored:?})");
+        best.insert(budget, lr);
+    }
+    Ok(best)
+}
+
+pub fn run(
+    cfg: &ReproConfig,
+    bench: &Benchmark,
+    lm: &LoadedModel,
+    psg: &Psg,
+    out: &Path,
+    bars: &Bars,
+) -> Result<()> {
+    let dir = out.join("eval");
+    std::fs::create_dir_all(&dir)?;
+    let ctl = bars.control();
+    let path = dir.join("results.jsonl");
+    let mut done: HashSet<(String, MethodName, usize, u64)> =
+        read_rows::<Row>(&path)?.iter().map(Row::key).collect();
+    let methods = &cfg.eval.methods;
+    let tuned = if methods.contains(&MethodName::LoraTuned) {
+        tune_lora(cfg, bench, lm, &dir, &ctl).context("tuning LoRA's lr")?
+    } else {
+        BTreeMap::new()
+    };
+    let (l, r_max) = (lm.model.num_adapted(), cfg.psg.r_max);
+    let tok = lm.tokenizer.as_ref();
+    for &pool in &cfg.eval.pools {
+        let clients = pool_clients(bench, pool, cfg.eval.clients_per_language);
+        for (ci, c) in clients.iter().enumerate() {
+            // The client's rank among its language's evaluated clients.
+            let rank = clients[..ci]
+                .iter()
+                .filter(|o| o.language == c.language)
+                .count();
+            let t_client = Instant::now();
+            let row = |method, budget, seed, lr, pred: &[u32], s: f64| -> Row {
+                let (correct, hits) = hits_of(pred, c);
+                Row {
+                    pool,
+                    language: c.language.clone(),
+                    client: c.id.clone(),
+                    method,
+                    budget,
+                    seed,
+                    lr,
+                    n: c.test.len(),
+                    correct,
+                    hits,
+                    seconds: s,
+                }
+            };
+            let mut written = Vec::new();
+            if methods.contains(&MethodName::Base)
+                && !done.contains(&(c.id.clone(), MethodName::Base, 0, 0))
+            {
+                let t = Instant::now();
+                let enc = encode_all(&c.test, tok, cfg.model.max_len, lm.model.num_labels())?;
+                let set = Dataset {
+                    examples: &enc,
+                    pad_id: tok.pad_id(),
+                };
+                let pred = predict_all(&lm.model, &set, 64, &ctl)?;
+                let r = row(
+                    MethodName::Base,
+                    0,
+                    0,
+                    0.0,
+                    &pred,
+                    t.elapsed().as_secs_f64(),
+                );
+                append(&path, &r)?;
+                written.push(r);
+            }
+            let todo = |m: MethodName, b: usize, s: u64| {
+                cfg.eval.runs(m, b, s, rank) && !done.contains(&(c.id.clone(), m, b, s))
+            };
+            let needs = |m: MethodName| {
+                let (seeds, budgets) = (&cfg.eval.seeds, &cfg.eval.budgets);
+                seeds
+                    .iter()
+                    .any(|&s| budgets.iter().any(|&b| todo(m, b, s)))
+            };
+            let lambda_hat = if needs(MethodName::Fedp2eft) || needs(MethodName::PsgRanks) {
+                Some(psg.predict(&features_of(lm, c, cfg.model.max_len, &ctl)?)?)
+            } else {
+                None
+            };
+            for &seed in &cfg.eval.seeds {
+                let learned = if cfg
+                    .eval
+                    .budgets
+                    .iter()
+                    .any(|&b| todo(MethodName::BtLora, b, seed))
+                {
+                    let enc = encode_all(&c.train, tok, cfg.model.max_len, lm.model.num_labels())?;
+                    let set = Dataset {
+                        examples: &enc,
+                        pad_id: tok.pad_id(),
+                    };
+                    let pc = personalize_cfg(cfg, 1, seed, cfg.psg.stage1.lr_ab);
+                    let init = AdapterInit::new(&lm.model, pc.lora.clone())?;
+                    let mut stage = cfg.psg.stage1.clone();
+                    (stage.max_len, stage.seed) = (cfg.model.max_len, seed);
+                    let lam0 = vec![BASELINE_LAMBDA_INIT; l * r_max];
+                    Some(
+                        learn_lambda(&lm.model, &set, &init, &lam0, &stage, &cfg.psg.priors, &ctl)?
+                            .raw,
+                    )
+                } else {
+                    None
+                };
+                for &budget in &cfg.eval.budgets {
+                    for &m in methods {
+                        if m == MethodName::Base || !todo(m, budget, seed) {
+                            continue;
+                        }
+                        let lr = match m {
+                            MethodName::LoraTuned => tuned
+                                .get(&budget)
+                                .copied()
+                                .unwrap_or(cfg.eval.finetune.lr_ab),
+                            _ => cfg.eval.finetune.lr_ab,
+                        };
+                        let structure = match (m, &lambda_hat, &learned) {
+                            (MethodName::Lora | MethodName::LoraTuned, _, _) => Structure::Lora,
+                            (MethodName::Fedp2eft, Some(lh), _) => Structure::Lambda(lh),
+                            (MethodName::PsgRanks, Some(lh), _) => Structure::Ranks(lh),
+                            (MethodName::BtLora, _, Some(raw)) => Structure::Learned {
+                                raw,
+                                priors: &cfg.psg.priors,
+                            },
+                            _ => continue,
+                        };
+                        let pc = personalize_cfg(cfg, budget, seed, lr);
+                        let t = Instant::now();
+                        let rep = personalize(&lm.model, tok, c, structure, &pc, &ctl)?.report;
+                        let r = row(
+                            m,
+                            budget,
+                            seed,
+                            lr,
+                            &rep.predictions,
+                            t.elapsed().as_secs_f64(),
+                        );
+                        append(&path, &r)?;
+                        written.push(r);
+                    }
+                }
+            }
+            let mut parts = Vec::new();
+            for r in &written {
+                done.insert(r.key());
+                if r.seed == cfg.eval.seeds[0] || r.method == MethodName::Base {
+                    let tag = if r.budget == 0 {
+                        String::new()
+                    } else {
+                        format!(" r{}", r.budget)
+                    };
+                    parts.push(format!("{}{tag} {}/{}", r.method.label(), r.correct, r.n));
+                }
+            }
+            if !written.is_empty() {
+                println!(
+                    "eval {} {}/{} {} ({}): {} [{:.0}s]",
+                    pool.as_str(),
+                    ci + 1,
+                    clients.len(),
+                    c.id,
+                    c.language,
+                    parts.join(", "),
+                    t_client.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    Ok(())
+}

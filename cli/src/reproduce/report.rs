@@ -1,0 +1,288 @@
+//! Stage 5: tables from `eval/results.jsonl` — per pool and budget, each method's mean over
+//! languages of pooled accuracy (mean ± SD over seeds, the items behind it), FedP²EFT against
+//! every other method paired on the same clients (95 % bootstrap CI over clients stratified by
+//! language, exact McNemar per seed) and flips against the base model; per-language accuracy.
+//! Written as `results.md` and `results.json`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use fedp2eft_core::data::Pool;
+use fedp2eft_core::stats::{
+    discordant, flips, mcnemar_exact, mean_over_languages, paired_bootstrap_ci, ClientPair,
+};
+use serde::Serialize;
+
+use super::config::{MethodName, ReproConfig};
+use super::eval::{read_rows, Row};
+use crate::atomic::write_atomic;
+
+#[derive(Debug, Serialize)]
+struct Cell {
+    pool: Pool,
+    budget: usize,
+    method: MethodName,
+    /// Mean over languages of pooled accuracy (%), per seed.
+    per_seed: Vec<f64>,
+    mean: f64,
+    sd: f64,
+    clients: usize,
+    /// Test items behind each seed's figure.
+    items: usize,
+    /// language → accuracy (%) pooled over clients and seeds.
+    per_language: BTreeMap<String, f64>,
+    /// Against the base model, first seed: items gained / lost.
+    gained: usize,
+    lost: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Pair {
+    pool: Pool,
+    budget: usize,
+    other: MethodName,
+    /// FedP²EFT − other, percentage points, with the 95 % CI (seeds pooled per client).
+    diff: f64,
+    low: f64,
+    high: f64,
+    /// Exact McNemar per seed: (FedP²EFT only right, other only right, p).
+    mcnemar: Vec<(u64, usize, usize, f64)>,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
+    let rows: Vec<Row> = read_rows(&out.join("eval/results.jsonl"))?;
+    if rows.is_empty() {
+        bail!("no evaluation results in {}", out.join("eval").display());
+    }
+    let find = |pool: Pool, m: MethodName, budget: usize, seed: u64| -> Vec<&Row> {
+        let (b, s) = if m == MethodName::Base {
+            (0, 0)
+        } else {
+            (budget, seed)
+        };
+        rows.iter()
+            .filter(|r| r.pool == pool && r.method == m && r.budget == b && r.seed == s)
+            .collect()
+    };
+    let seeds = &cfg.eval.seeds;
+    let mut cells = Vec::new();
+    let mut pairs = Vec::new();
+    let mut md = String::new();
+    writeln!(md, "# Reproduction `{}`\n", cfg.name)?;
+    writeln!(
+        md,
+        "Mean over languages of per-language pooled test accuracy (%), mean ± SD over seeds \
+         {seeds:?}; Δ = FedP²EFT − method with a 95 % bootstrap CI over clients (stratified by \
+         language, {} resamples, seeds pooled per client); McNemar: exact two-sided p per seed.\n",
+        cfg.eval.bootstrap
+    )?;
+    for &pool in &cfg.eval.pools {
+        for &budget in &cfg.eval.budgets {
+            writeln!(md, "## {} pool, r = {budget}\n", pool.as_str())?;
+            writeln!(
+                md,
+                "| method | accuracy | seeds | clients | items | gained / lost vs base | Δ FedP²EFT − method [95 % CI] | McNemar p |"
+            )?;
+            writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+            let base: BTreeMap<&str, &Row> = find(pool, MethodName::Base, 0, 0)
+                .into_iter()
+                .map(|r| (r.client.as_str(), r))
+                .collect();
+            for &m in &cfg.eval.methods {
+                let per_seed_rows: Vec<Vec<&Row>> = if m == MethodName::Base {
+                    vec![find(pool, m, budget, 0)]
+                } else {
+                    let s = cfg.eval.seeds_of(m);
+                    s.iter().map(|&s| find(pool, m, budget, s)).collect()
+                };
+                if per_seed_rows.iter().all(Vec::is_empty) {
+                    continue;
+                }
+                let acc = |rs: &[&Row]| {
+                    let v: Vec<ClientPair> = rs
+                        .iter()
+                        .map(|r| ClientPair {
+                            language: r.language.clone(),
+                            n: r.n,
+                            correct_a: r.correct,
+                            correct_b: 0,
+                        })
+                        .collect();
+                    mean_over_languages(&v, |p| p.correct_a)
+                };
+                let per_seed: Vec<f64> = per_seed_rows.iter().map(|rs| acc(rs)).collect();
+                let (mean, sd) = mean_sd(&per_seed);
+                let mut lang: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+                for r in per_seed_rows.iter().flatten() {
+                    let e = lang.entry(r.language.clone()).or_default();
+                    e.0 += r.correct;
+                    e.1 += r.n;
+                }
+                let (mut gained, mut lost) = (0, 0);
+                for r in &per_seed_rows[0] {
+                    if let Some(b) = base.get(r.client.as_str()) {
+                        let f = flips(&b.hit_vec(), &r.hit_vec())?;
+                        gained += f.gained;
+                        lost += f.lost;
+                    }
+                }
+                let cell = Cell {
+                    pool,
+                    budget,
+                    method: m,
+                    mean,
+                    sd,
+                    clients: per_seed_rows[0].len(),
+                    items: per_seed_rows[0].iter().map(|r| r.n).sum(),
+                    per_language: lang
+                        .into_iter()
+                        .map(|(l, (c, n))| (l, 100.0 * c as f64 / n.max(1) as f64))
+                        .collect(),
+                    gained,
+                    lost,
+                    per_seed,
+                };
+                let mut delta = String::from("");
+                let mut p_text = String::from("");
+                if m != MethodName::Fedp2eft && cfg.eval.methods.contains(&MethodName::Fedp2eft) {
+                    if let Some(pair) = compare(cfg, &rows, pool, budget, m)? {
+                        delta = format!("{:+.2} [{:+.2}, {:+.2}]", pair.diff, pair.low, pair.high);
+                        p_text = pair
+                            .mcnemar
+                            .iter()
+                            .map(|(_, _, _, p)| format!("{p:.3}"))
+                            .collect::<Vec<_>>()
+                            .join(" / ");
+                        pairs.push(pair);
+                    }
+                }
+                let acc = if cell.per_seed.len() > 1 {
+                    format!("{:.2} ± {:.2}", cell.mean, cell.sd)
+                } else {
+                    format!("{:.2}", cell.mean)
+                };
+                writeln!(
+                    md,
+                    "| {} | {acc} | {} | {} | {} | {} / {} | {delta} | {p_text} |",
+                    m.label(),
+                    cell.per_seed.len(),
+                    cell.clients,
+                    cell.items,
+                    cell.gained,
+                    cell.lost
+                )?;
+                cells.push(cell);
+            }
+            writeln!(md)?;
+            // Per language, mean over seeds (pooled).
+            let langs: BTreeSet<&String> = cells
+                .iter()
+                .filter(|c| c.pool == pool && c.budget == budget)
+                .flat_map(|c| c.per_language.keys())
+                .collect();
+            let here: Vec<&Cell> = cells
+                .iter()
+                .filter(|c| c.pool == pool && c.budget == budget)
+                .collect();
+            write!(md, "| language |")?;
+            for c in &here {
+                write!(md, " {} |", c.method.label())?;
+            }
+            writeln!(md, "\n|---|{}", "---|".repeat(here.len()))?;
+            for l in langs {
+                write!(md, "| {l} |")?;
+                for c in &here {
+                    write!(
+                        md,
+                        " {:.1} |",
+                        c.per_language.get(l).copied().unwrap_or(f64::NAN)
+                    )?;
+                }
+                writeln!(md)?;
+            }
+            writeln!(md)?;
+        }
+    }
+    write_atomic(&out.join("results.md"), &md)?;
+    let json = serde_json::json!({ "name": cfg.name, "cells": cells, "pairs": pairs });
+    write_atomic(
+        &out.join("results.json"),
+        &serde_json::to_string_pretty(&json)?,
+    )?;
+    print!("{md}");
+    println!("tables in {}", out.join("results.md").display());
+    Ok(())
+}
+
+/// FedP²EFT against `other` on the clients both were evaluated on.
+fn compare(
+    cfg: &ReproConfig,
+    rows: &[Row],
+    pool: Pool,
+    budget: usize,
+    other: MethodName,
+) -> Result<Option<Pair>> {
+    let get = |m: MethodName, seed: u64| -> BTreeMap<&str, &Row> {
+        let (b, s) = if m == MethodName::Base {
+            (0, 0)
+        } else {
+            (budget, seed)
+        };
+        rows.iter()
+            .filter(|r| r.pool == pool && r.method == m && r.budget == b && r.seed == s)
+            .map(|r| (r.client.as_str(), r))
+            .collect()
+    };
+    let mut by_client: BTreeMap<&str, ClientPair> = BTreeMap::new();
+    let mut mcnemar = Vec::new();
+    let theirs = cfg.eval.seeds_of(other);
+    for seed in cfg.eval.seeds_of(MethodName::Fedp2eft) {
+        if other != MethodName::Base && !theirs.contains(&seed) {
+            continue;
+        }
+        let (a, b) = (get(MethodName::Fedp2eft, seed), get(other, seed));
+        let (mut a_only, mut b_only) = (0, 0);
+        for (client, ra) in &a {
+            let Some(rb) = b.get(client) else { continue };
+            let (x, y) = discordant(&ra.hit_vec(), &rb.hit_vec())?;
+            (a_only, b_only) = (a_only + x, b_only + y);
+            let e = by_client.entry(client).or_insert_with(|| ClientPair {
+                language: ra.language.clone(),
+                n: 0,
+                correct_a: 0,
+                correct_b: 0,
+            });
+            e.n += ra.n;
+            e.correct_a += ra.correct;
+            e.correct_b += rb.correct;
+        }
+        let t = mcnemar_exact(a_only, b_only);
+        mcnemar.push((seed, t.a_only, t.b_only, t.p_value));
+    }
+    if by_client.is_empty() {
+        return Ok(None);
+    }
+    let pairs: Vec<ClientPair> = by_client.into_values().collect();
+    let ci = paired_bootstrap_ci(&pairs, cfg.eval.bootstrap, 0.95, 7)?;
+    Ok(Some(Pair {
+        pool,
+        budget,
+        other,
+        diff: ci.diff,
+        low: ci.low,
+        high: ci.high,
+        mcnemar,
+    }))
+}

@@ -1,0 +1,148 @@
+//! `fedp2eft reproduce` end to end on `configs/tiny.toml` (MiniLM, MasakhaNEWS hau + yor from
+//! `../shared/data` or `$FEDP2EFT_SHARED_DATA`): stopped after the base stage, resumed to the
+//! end, the last evaluated cells deleted and recomputed, and refused on another config.
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use anyhow::{ensure, Result};
+
+fn fedp2eft(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_fedp2eft"))
+        .args(args)
+        .output()?)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn shared() -> PathBuf {
+    std::env::var_os("FEDP2EFT_SHARED_DATA")
+        .map_or_else(|| repo().join("../shared/data"), PathBuf::from)
+}
+
+#[test]
+fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("run");
+    let config = repo().join("configs/tiny.toml");
+    let data = shared().join("masakhanews");
+    let (config, data, out_s) = (
+        config.to_string_lossy().into_owned(),
+        data.to_string_lossy().into_owned(),
+        out.to_string_lossy().into_owned(),
+    );
+    let args = [
+        "reproduce",
+        "--config",
+        &config,
+        "--data-dir",
+        &data,
+        "--out",
+        &out_s,
+    ];
+    let mut first = args.to_vec();
+    first.extend(["--until", "base"]);
+    let o = fedp2eft(&first)?;
+    ensure!(
+        o.status.success(),
+        "reproduce --until base: {}",
+        text(&o.stderr)
+    );
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("partition: 2 languages, 4 seen / 4 unseen clients"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("base round 2/2"), "{stdout}");
+    assert!(out.join("base/model/model.safetensors").is_file());
+    assert!(!out.join("psg").exists(), "stopped after the base stage");
+
+    let o = fedp2eft(&args)?;
+    ensure!(o.status.success(), "reproduce: {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("resuming") && stdout.contains("base: done"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("psg round 2/2"), "{stdout}");
+    for k in 0..=2 {
+        assert!(
+            out.join(format!("psg/round-{k}.safetensors")).is_file(),
+            "round {k}"
+        );
+    }
+    let rounds = std::fs::read_to_string(out.join("psg/rounds.jsonl"))?;
+    assert_eq!(rounds.lines().count(), 2);
+    let log: serde_json::Value = serde_json::from_str(rounds.lines().last().unwrap_or("{}"))?;
+    assert!(
+        log["lambda_hat"]["mean"].as_f64().is_some_and(|m| m > 0.0),
+        "{log}"
+    );
+    assert!(log["lambda_hat"]["by_type"]["q"].is_number(), "{log}");
+    // 2 pools × 2 languages × 1 client × (base + 5 methods × 1 budget × 2 seeds).
+    let results = out.join("eval/results.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&results)?
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 44);
+    let md = std::fs::read_to_string(out.join("results.md"))?;
+    for s in [
+        "## seen pool, r = 2",
+        "## unseen pool, r = 2",
+        "FedP²EFT",
+        "LoRA (tuned lr)",
+        "| hau |",
+    ] {
+        assert!(md.contains(s), "`{s}` missing from results.md:\n{md}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
+    // FedP²EFT against LoRA, LoRA (tuned), BT-LoRA, PSG ranks and base, in both pools.
+    assert_eq!(json["pairs"].as_array().map(Vec::len), Some(2 * 5));
+
+    // Killed during the evaluation: the missing cells are recomputed, nothing else.
+    std::fs::write(&results, lines[..41].join("\n") + "\n")?;
+    let o = fedp2eft(&args)?;
+    ensure!(
+        o.status.success(),
+        "reproduce (resumed eval): {}",
+        text(&o.stderr)
+    );
+    let stdout = text(&o.stdout);
+    assert_eq!(
+        stdout.matches("eval ").count(),
+        1,
+        "one client redone:\n{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 44);
+
+    // The folder belongs to its configuration.
+    let other = tmp.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&config)?.replace("seeds = [42, 43]", "seeds = [42]"),
+    )?;
+    let other = other.to_string_lossy().into_owned();
+    let o = fedp2eft(&[
+        "reproduce",
+        "--config",
+        &other,
+        "--data-dir",
+        &data,
+        "--out",
+        &out_s,
+    ])?;
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("another configuration"),
+        "{}",
+        text(&o.stderr)
+    );
+    Ok(())
+}
