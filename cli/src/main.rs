@@ -9,6 +9,7 @@ mod inspect;
 mod join;
 mod models;
 mod personalize;
+mod plot;
 mod progress;
 mod reproduce;
 mod serve;
@@ -61,6 +62,9 @@ enum Cmd {
     /// The paper's experiment from a config: partition → base (FedAvg) → PSG rounds → every
     /// method × budget × seed → tables with paired statistics; resumable stage by stage.
     Reproduce(reproduce::ReproduceArgs),
+    /// Figures of a reproduce run (PNG): accuracy vs budget, the PSG's λ̂ curve, kept ranks
+    /// per layer and language, the cross-language λ̂ distance matrix.
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Cmd::Join(a) => join::run(&a, &home),
         Cmd::Simulate(a) => simulate::run(&a, &home),
         Cmd::Reproduce(a) => reproduce::run(&a, &home),
+        Cmd::Plot(a) => plot::run(&a),
     };
     // The error chain is for people: no backtrace, one cause per line.
     match res {

@@ -106,6 +106,25 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
     // FedP²EFT against LoRA, LoRA (tuned), BT-LoRA, PSG ranks and base, in both pools.
     assert_eq!(json["pairs"].as_array().map(Vec::len), Some(2 * 5));
 
+    // The figures, as PNG files.
+    let o = fedp2eft(&["plot", &out_s])?;
+    ensure!(o.status.success(), "plot: {}", text(&o.stderr));
+    for f in [
+        "accuracy-vs-budget-seen.png",
+        "accuracy-vs-budget-unseen.png",
+        "psg-lambda-hat.png",
+        "ranks-seen-r2.png",
+        "ranks-unseen-r2.png",
+        "lambda-distance-seen.png",
+    ] {
+        let bytes = std::fs::read(out.join("figures").join(f))?;
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 2000,
+            "{f}: {} bytes",
+            bytes.len()
+        );
+    }
+
     // Killed during the evaluation: the missing cells are recomputed, nothing else.
     std::fs::write(&results, lines[..41].join("\n") + "\n")?;
     let o = fedp2eft(&args)?;

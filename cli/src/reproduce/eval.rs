@@ -46,6 +46,18 @@ pub struct Row {
     /// '1' / '0' per test item, in the client's order.
     pub hits: String,
     pub seconds: f64,
+    /// Kept ranks per adapted layer, in module order (empty for the base model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranks: Vec<usize>,
+}
+
+/// A client's λ̂ from the final PSG (`eval/lambda-hat.jsonl`; the λ-distance figure).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LambdaHat {
+    pub pool: Pool,
+    pub language: String,
+    pub client: String,
+    pub lambda_hat: Vec<f32>,
 }
 
 impl Row {
@@ -244,6 +256,7 @@ pub fn run(
                     correct,
                     hits,
                     seconds: s,
+                    ranks: Vec::new(),
                 }
             };
             let mut written = Vec::new();
@@ -278,7 +291,15 @@ pub fn run(
                     .any(|&s| budgets.iter().any(|&b| todo(m, b, s)))
             };
             let lambda_hat = if needs(MethodName::Fedp2eft) || needs(MethodName::PsgRanks) {
-                Some(psg.predict(&features_of(lm, c, cfg.model.max_len, &ctl)?)?)
+                let lh = psg.predict(&features_of(lm, c, cfg.model.max_len, &ctl)?)?;
+                let rec = LambdaHat {
+                    pool,
+                    language: c.language.clone(),
+                    client: c.id.clone(),
+                    lambda_hat: lh.clone(),
+                };
+                append(&dir.join("lambda-hat.jsonl"), &rec)?;
+                Some(lh)
             } else {
                 None
             };
@@ -339,6 +360,10 @@ pub fn run(
                             &rep.predictions,
                             t.elapsed().as_secs_f64(),
                         );
+                        let r = Row {
+                            ranks: rep.ranks.iter().map(|l| l.rank).collect(),
+                            ..r
+                        };
                         append(&path, &r)?;
                         written.push(r);
                     }

@@ -5,7 +5,7 @@
 //! stopped (the base and the PSG by round, the evaluation by client × method × budget × seed).
 mod base;
 pub mod config;
-mod eval;
+pub mod eval;
 mod partition;
 mod psg;
 mod report;
