@@ -67,14 +67,7 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
         bail!("no evaluation results in {}", out.join("eval").display());
     }
     let find = |pool: Pool, m: MethodName, budget: usize, seed: u64| -> Vec<&Row> {
-        let (b, s) = if m == MethodName::Base {
-            (0, 0)
-        } else {
-            (budget, seed)
-        };
-        rows.iter()
-            .filter(|r| r.pool == pool && r.method == m && r.budget == b && r.seed == s)
-            .collect()
+        cell_rows(&rows, pool, m, budget, seed).collect()
     };
     let seeds = &cfg.eval.seeds;
     let mut cells = Vec::new();
@@ -226,6 +219,23 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The rows of one cell; the base model's are stored with budget 0 and seed 0.
+fn cell_rows(
+    rows: &[Row],
+    pool: Pool,
+    m: MethodName,
+    budget: usize,
+    seed: u64,
+) -> impl Iterator<Item = &Row> {
+    let (b, s) = if m == MethodName::Base {
+        (0, 0)
+    } else {
+        (budget, seed)
+    };
+    rows.iter()
+        .filter(move |r| r.pool == pool && r.method == m && r.budget == b && r.seed == s)
+}
+
 /// FedP²EFT against `other` on the clients both were evaluated on.
 fn compare(
     cfg: &ReproConfig,
@@ -235,13 +245,7 @@ fn compare(
     other: MethodName,
 ) -> Result<Option<Pair>> {
     let get = |m: MethodName, seed: u64| -> BTreeMap<&str, &Row> {
-        let (b, s) = if m == MethodName::Base {
-            (0, 0)
-        } else {
-            (budget, seed)
-        };
-        rows.iter()
-            .filter(|r| r.pool == pool && r.method == m && r.budget == b && r.seed == s)
+        cell_rows(rows, pool, m, budget, seed)
             .map(|r| (r.client.as_str(), r))
             .collect()
     };
