@@ -299,7 +299,10 @@ pub fn run(a: &PlotArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let cells = results["cells"].as_array().cloned().unwrap_or_default();
     let mut written = Vec::new();
-    for pool in ["seen", "unseen"] {
+    let mut pools: Vec<&str> = cells.iter().filter_map(|c| c["pool"].as_str()).collect();
+    pools.sort_by_key(|p| ["seen", "unseen", "novel"].iter().position(|q| q == p));
+    pools.dedup();
+    for &pool in &pools {
         let p = dir.join(format!("accuracy-vs-budget-{pool}.png"));
         accuracy_vs_budget(&cells, pool, &p)?;
         written.push(p);
@@ -351,7 +354,7 @@ pub fn run(a: &PlotArgs) -> Result<()> {
         written.push(p);
     }
     let lams: Vec<LambdaHat> = read_rows(&a.run.join("eval/lambda-hat.jsonl"))?;
-    for pool in ["seen", "unseen"] {
+    for pool in ["seen", "unseen", "novel"] {
         let mine: Vec<&LambdaHat> = lams.iter().filter(|l| l.pool.as_str() == pool).collect();
         if mine.is_empty() {
             continue;

@@ -128,5 +128,41 @@ fn sib200_is_parallel_across_languages() -> anyhow::Result<()> {
     };
     assert_eq!(topics("eng_Latn"), topics("zho_Hans"));
     assert_eq!(topics("eng_Latn"), topics("amh_Ethi"));
+
+    // amh as a novel language: the other two languages' clients are unchanged, and amh's four
+    // clients hold the unseen half (the same topic counts as the unseen pool's).
+    let novel = SibConfig {
+        languages: vec!["eng_Latn".into(), "zho_Hans".into()],
+        protocol: PoolProtocol {
+            novel_languages: vec!["amh_Ethi".into()],
+            ..cfg.protocol.clone()
+        },
+    };
+    let n = load_sib200(&shared().join("sib200"), &novel)?;
+    let ids = |b: &fedp2eft_core::data::Benchmark| -> Vec<String> {
+        b.clients.iter().map(|c| c.id.clone()).collect()
+    };
+    assert_eq!(n.clients.len(), 2 * 2 * 4 + 4);
+    assert_eq!(
+        ids(&n)[16..],
+        [
+            "novel-amh_Ethi-0",
+            "novel-amh_Ethi-1",
+            "novel-amh_Ethi-2",
+            "novel-amh_Ethi-3"
+        ]
+    );
+    let same = |c: &&fedp2eft_core::data::ClientData| c.language != "amh_Ethi";
+    assert!(n
+        .clients
+        .iter()
+        .filter(same)
+        .eq(b.clients.iter().filter(same)));
+    let mut novel_topics = vec![0; 7];
+    n.pool(Pool::Novel)
+        .iter()
+        .flat_map(|c| c.train.iter())
+        .for_each(|e| novel_topics[e.label] += 1);
+    assert_eq!(novel_topics, topics("eng_Latn"));
     Ok(())
 }

@@ -265,6 +265,15 @@ impl ReproConfig {
         if self.data.set == DataSet::Sib200 && self.data.languages.is_empty() {
             bail!("SIB-200 needs data.languages");
         }
+        let novel = !self.data.protocol.novel_languages.is_empty();
+        if novel != self.eval.pools.contains(&Pool::Novel) {
+            bail!(
+                "data.protocol.novel_languages and the \"novel\" entry of eval.pools go together \
+                 (novel languages: {:?}, eval.pools: {:?})",
+                self.data.protocol.novel_languages,
+                self.eval.pools
+            );
+        }
         Ok(())
     }
 }
@@ -321,6 +330,16 @@ dir = "d"
         let runs = |m, b| o.eval.runs(m, b, 42, 0);
         assert!(runs(MethodName::BtLora, 2) && !runs(MethodName::BtLora, 8));
         assert!(runs(MethodName::Lora, 8));
+        let novel = "[data.protocol]\nnovel_languages = [\"yor\"]\n";
+        assert!(
+            parse(novel).is_err(),
+            "novel languages but no novel pool evaluated"
+        );
+        assert!(parse("[eval]\npools = [\"seen\", \"novel\"]\n").is_err());
+        let n = parse(&format!(
+            "{novel}[eval]\npools = [\"seen\", \"unseen\", \"novel\"]\n"
+        ))?;
+        assert_eq!(n.eval.pools.last(), Some(&Pool::Novel));
         let o = parse("[eval.only.psg-ranks]\nclients_per_language = 1\n")?;
         assert!(o.eval.runs(MethodName::PsgRanks, 2, 42, 0));
         assert!(!o.eval.runs(MethodName::PsgRanks, 2, 42, 1));

@@ -96,10 +96,14 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<Benchmark> {
     }
     let n = |p: Pool| bench.pool(p).len();
     println!(
-        "partition: {} languages, {} seen / {} unseen clients, {} examples{}",
+        "partition: {} languages, {} seen / {} unseen{} clients, {} examples{}",
         bench.languages().len(),
         n(Pool::Seen),
         n(Pool::Unseen),
+        match n(Pool::Novel) {
+            0 => String::new(),
+            k => format!(" / {k} novel"),
+        },
         bench.num_examples(),
         if dev_only.is_empty() {
             String::new()

@@ -12,12 +12,14 @@ pub struct Example {
 }
 
 /// Whether a client takes part in federated training (seen) or only in evaluation (unseen),
-/// as in the paper's seen/unseen client pools.
+/// as in the paper's seen/unseen client pools; novel clients speak a language that no seen
+/// client speaks (evaluation only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pool {
     Seen,
     Unseen,
+    Novel,
 }
 
 impl Pool {
@@ -26,6 +28,7 @@ impl Pool {
         match self {
             Pool::Seen => "seen",
             Pool::Unseen => "unseen",
+            Pool::Novel => "novel",
         }
     }
 }

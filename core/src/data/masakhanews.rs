@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::example::Benchmark;
-use super::protocol::{split_into_pools, Item, LanguageSet, PoolProtocol};
+use super::protocol::{split_rows_into_pools, PoolProtocol, RawLanguage, Row};
 use super::tsv::read_tsv;
 use crate::{Error, Result};
 
@@ -67,20 +67,22 @@ pub fn masakhanews_languages(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// A language's rows as (category, text).
-fn read_split(path: &Path, field: NewsField) -> Result<Vec<(String, String)>> {
+/// A language's rows, keyed by row number (the set is not parallel).
+fn read_split(path: &Path, field: NewsField, first_key: usize) -> Result<Vec<Row>> {
     let t = read_tsv(path)?;
     let cat = t.column("category")?;
     let (head, text) = (t.column("headline")?, t.column("text")?);
     Ok(t.rows
         .iter()
-        .map(|r| {
-            let s = match field {
+        .enumerate()
+        .map(|(i, r)| Row {
+            key: (first_key + i).to_string(),
+            category: r[cat].trim().to_string(),
+            text: match field {
                 NewsField::Headline => r[head].trim().to_string(),
                 NewsField::Text => r[text].trim().to_string(),
                 NewsField::HeadlineText => format!("{} {}", r[head].trim(), r[text].trim()),
-            };
-            (r[cat].trim().to_string(), s)
+            },
         })
         .collect())
 }
@@ -98,7 +100,7 @@ pub fn load_masakhanews(dir: &Path, cfg: &MasakhaConfig) -> Result<MasakhaNews> 
     let languages = if cfg.languages.is_empty() {
         masakhanews_languages(dir)?
     } else {
-        cfg.languages.clone()
+        cfg.protocol.languages_to_read(&cfg.languages)
     };
     let mut raw = Vec::with_capacity(languages.len());
     let mut names = BTreeSet::new();
@@ -117,21 +119,22 @@ pub fn load_masakhanews(dir: &Path, cfg: &MasakhaConfig) -> Result<MasakhaNews> 
         let mut train = Vec::new();
         let train_path = folder.join("train.tsv");
         if train_path.is_file() {
-            train.extend(read_split(&train_path, cfg.field)?);
+            train.extend(read_split(&train_path, cfg.field, 0)?);
         } else {
             dev_only.push(lang.clone());
         }
-        train.extend(read_split(&folder.join("dev.tsv"), cfg.field)?);
-        let test = read_split(&folder.join("test.tsv"), cfg.field)?;
-        for (cat, text) in train.iter().chain(&test) {
-            if !known.contains(cat) {
+        let n = train.len();
+        train.extend(read_split(&folder.join("dev.tsv"), cfg.field, n)?);
+        let test = read_split(&folder.join("test.tsv"), cfg.field, 0)?;
+        for r in train.iter().chain(&test) {
+            if !known.contains(&r.category) {
                 return Err(Error::format(
                     "MasakhaNEWS",
                     &folder,
-                    format!("category `{cat}` is not in labels.txt ({known:?})"),
+                    format!("category `{}` is not in labels.txt ({known:?})", r.category),
                 ));
             }
-            if text.is_empty() {
+            if r.text.is_empty() {
                 return Err(Error::format(
                     "MasakhaNEWS",
                     &folder,
@@ -140,35 +143,12 @@ pub fn load_masakhanews(dir: &Path, cfg: &MasakhaConfig) -> Result<MasakhaNews> 
             }
         }
         names.extend(known);
-        raw.push((lang.clone(), train, test));
+        raw.push(RawLanguage {
+            language: lang.clone(),
+            train,
+            test,
+        });
     }
-    let label_names: Vec<String> = names.into_iter().collect();
-    let id = |cat: &str| {
-        label_names
-            .iter()
-            .position(|n| n == cat)
-            .unwrap_or_default()
-    };
-    let sets = raw
-        .into_iter()
-        .map(|(language, train, test)| {
-            let items = |rows: Vec<(String, String)>| -> Vec<Item> {
-                rows.into_iter()
-                    .enumerate()
-                    .map(|(i, (cat, text))| Item {
-                        key: i.to_string(),
-                        label: id(&cat),
-                        text,
-                    })
-                    .collect()
-            };
-            LanguageSet {
-                language,
-                train: items(train),
-                test: items(test),
-            }
-        })
-        .collect();
-    let bench = split_into_pools("masakhanews", label_names, sets, &cfg.protocol)?;
+    let bench = split_rows_into_pools("masakhanews", names, raw, &cfg.protocol)?;
     Ok(MasakhaNews { bench, dev_only })
 }

@@ -17,6 +17,8 @@ pub use jsonl::{load_jsonl, parse_jsonl, write_jsonl, JsonlOptions};
 pub use masakhanews::{load_masakhanews, MasakhaConfig, MasakhaNews, NewsField};
 pub use metrics::{multilingual_accuracy, per_language_accuracy};
 pub use partition::{partition_train_test, partition_with, LdaPartition};
-pub use protocol::{split_into_pools, Item, LanguageSet, PoolProtocol};
+pub use protocol::{
+    split_into_pools, split_rows_into_pools, Item, LanguageSet, PoolProtocol, RawLanguage, Row,
+};
 pub use sib200::{load_sib200, SibConfig};
 pub use tsv::{read_tsv, Table};

@@ -2,12 +2,17 @@
 //! language, shuffle the training side and the test side (one seed for every language, the
 //! authors' 42), halve each into a seen and an unseen pool, and split each pool into K clients
 //! with Dirichlet(α) label skew, the test half with the train half's Dirichlet matrix
-//! (`partition_train_test`). Loaders (MasakhaNEWS, SIB-200) only read files into
-//! [`LanguageSet`]s; this is the one place where pools and clients are made.
+//! (`partition_train_test`). A third pool, `novel`, holds languages that neither the base nor
+//! the PSG ever trains on (a test the paper does not make): their clients are cut from the
+//! unseen half alone, so with parallel data no novel client holds a translation of an item any
+//! model trained on. Loaders (MasakhaNEWS, SIB-200) only read files into [`Row`]s; this is the
+//! one place where label ids, pools and clients are made.
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use std::collections::BTreeSet;
 
 use super::example::{Benchmark, ClientData, Example, Pool};
 use super::partition::{derive_seed, partition_train_test};
@@ -32,6 +37,23 @@ pub struct LanguageSet {
     pub test: Vec<Item>,
 }
 
+/// One labelled row as a loader reads it, its category still a name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// As [`Item::key`]; loaders of non-parallel sets may use the row number.
+    pub key: String,
+    pub category: String,
+    pub text: String,
+}
+
+/// A language's rows as read from its files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawLanguage {
+    pub language: String,
+    pub train: Vec<Row>,
+    pub test: Vec<Row>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolProtocol {
@@ -46,6 +68,9 @@ pub struct PoolProtocol {
     /// before the shuffle, so one sentence lands in the same pool in every language and no
     /// unseen client holds a translation of a seen client's item.
     pub parallel: bool,
+    /// Languages of the third pool, `novel`: read like the others but never in the seen or
+    /// unseen pool; `clients_per_language` clients each, from the unseen half of their items.
+    pub novel_languages: Vec<String>,
 }
 
 impl Default for PoolProtocol {
@@ -55,12 +80,66 @@ impl Default for PoolProtocol {
             alpha: 0.5,
             seed: 42,
             parallel: false,
+            novel_languages: Vec::new(),
         }
     }
 }
 
-/// Builds the benchmark: pools, then clients `"{pool}-{language}-{k}"`, seen pool first, each
-/// pool language by language in the given order.
+impl PoolProtocol {
+    /// `languages` followed by the novel languages it lacks: what a loader reads.
+    pub fn languages_to_read(&self, languages: &[String]) -> Vec<String> {
+        let mut out = languages.to_vec();
+        for l in &self.novel_languages {
+            if !out.contains(l) {
+                out.push(l.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Label ids by position in the sorted `label_names`, then [`split_into_pools`]. A row whose
+/// category is not among the names is an error that names the language and the category.
+pub fn split_rows_into_pools(
+    name: &str,
+    label_names: BTreeSet<String>,
+    languages: Vec<RawLanguage>,
+    p: &PoolProtocol,
+) -> Result<Benchmark> {
+    let label_names: Vec<String> = label_names.into_iter().collect();
+    let mut sets = Vec::with_capacity(languages.len());
+    for raw in languages {
+        let items = |rows: Vec<Row>| -> Result<Vec<Item>> {
+            rows.into_iter()
+                .map(|r| {
+                    let label = label_names
+                        .iter()
+                        .position(|n| *n == r.category)
+                        .ok_or_else(|| {
+                            Error::Data(format!(
+                                "{name} {}: category `{}` is not among the labels {label_names:?}",
+                                raw.language, r.category
+                            ))
+                        })?;
+                    Ok(Item {
+                        key: r.key,
+                        text: r.text,
+                        label,
+                    })
+                })
+                .collect()
+        };
+        sets.push(LanguageSet {
+            train: items(raw.train)?,
+            test: items(raw.test)?,
+            language: raw.language,
+        });
+    }
+    split_into_pools(name, label_names, sets, p)
+}
+
+/// Builds the benchmark: pools, then clients `"{pool}-{language}-{k}"`, seen pool first, then
+/// unseen, then novel, each pool language by language in the given order.
 pub fn split_into_pools(
     name: &str,
     label_names: Vec<String>,
@@ -75,6 +154,23 @@ pub fn split_into_pools(
     }
     if languages.is_empty() {
         return Err(Error::EmptyData(format!("{name}: no languages")));
+    }
+    if let Some(l) = p
+        .novel_languages
+        .iter()
+        .find(|l| !languages.iter().any(|s| &s.language == *l))
+    {
+        return Err(Error::Config(format!(
+            "{name}: novel language {l} is not among the languages read"
+        )));
+    }
+    if languages
+        .iter()
+        .all(|s| p.novel_languages.contains(&s.language))
+    {
+        return Err(Error::Config(format!(
+            "{name}: every language is novel, none is left to train on"
+        )));
     }
     let num_labels = label_names.len();
     let mut halves: Vec<[(Vec<Item>, Vec<Item>); 2]> = Vec::with_capacity(languages.len());
@@ -95,10 +191,13 @@ pub fn split_into_pools(
         halves.push([(train_seen, test_seen), (train_unseen, test_unseen)]);
     }
     let mut clients = Vec::with_capacity(2 * k * languages.len());
-    for (pi, pool) in [Pool::Seen, Pool::Unseen].into_iter().enumerate() {
+    for pool in [Pool::Seen, Pool::Unseen, Pool::Novel] {
         for (set, half) in languages.iter().zip(&halves) {
-            let (train, test) = &half[pi];
             let lang = &set.language;
+            if p.novel_languages.contains(lang) != (pool == Pool::Novel) {
+                continue;
+            }
+            let (train, test) = &half[usize::from(pool != Pool::Seen)];
             if train.len() < k || test.len() < k {
                 return Err(Error::Config(format!(
                     "{name} {lang}: the {} pool has {} train / {} test items for {k} clients",
@@ -282,6 +381,117 @@ mod tests {
             b2.clients, b.clients,
             "without `parallel` file order decides"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn novel_languages_form_a_third_pool_from_the_unseen_half() -> Result<()> {
+        let p = PoolProtocol {
+            clients_per_language: 2,
+            parallel: true,
+            novel_languages: vec!["yo".into()],
+            ..Default::default()
+        };
+        let sets = vec![
+            set("en", 50, 20, 0),
+            set("yo", 50, 20, 3),
+            set("fr", 50, 20, 7),
+        ];
+        let b = split_into_pools("t", names(), sets.clone(), &p)?;
+        let ids: Vec<&str> = b.clients.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "seen-en-0",
+                "seen-en-1",
+                "seen-fr-0",
+                "seen-fr-1",
+                "unseen-en-0",
+                "unseen-en-1",
+                "unseen-fr-0",
+                "unseen-fr-1",
+                "novel-yo-0",
+                "novel-yo-1"
+            ]
+        );
+        // The novel clients hold exactly the unseen half of yo: the keys that are unseen in en.
+        let keys = |pool: Pool, lang: &str| -> Vec<String> {
+            let mut v: Vec<String> = b
+                .clients
+                .iter()
+                .filter(|c| c.pool == pool && c.language == lang)
+                .flat_map(|c| c.examples())
+                .map(|e| e.text.rsplit('-').next().unwrap_or("").to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(keys(Pool::Novel, "yo"), keys(Pool::Unseen, "en"));
+        assert_eq!(keys(Pool::Novel, "yo").len(), 25 + 10);
+        // Seen and unseen clients are those of a run without yo.
+        let without = PoolProtocol {
+            novel_languages: Vec::new(),
+            ..p.clone()
+        };
+        let b2 = split_into_pools(
+            "t",
+            names(),
+            vec![sets[0].clone(), sets[2].clone()],
+            &without,
+        )?;
+        assert_eq!(b.clients[..8], b2.clients[..]);
+        // A novel language that is not read, or only novel languages, is refused.
+        let bad = PoolProtocol {
+            novel_languages: vec!["de".into()],
+            ..p.clone()
+        };
+        let e = split_into_pools("t", names(), sets.clone(), &bad).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("novel language de")));
+        let all = PoolProtocol {
+            novel_languages: vec!["en".into(), "yo".into(), "fr".into()],
+            ..p
+        };
+        assert!(split_into_pools("t", names(), sets, &all).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn rows_get_label_ids_by_sorted_name_and_unknown_names_are_refused() -> Result<()> {
+        let row = |k: usize, c: &str| Row {
+            key: k.to_string(),
+            category: c.into(),
+            text: format!("t{k}"),
+        };
+        let raw = |cats: &[&str]| RawLanguage {
+            language: "en".into(),
+            train: cats.iter().enumerate().map(|(i, c)| row(i, c)).collect(),
+            test: cats
+                .iter()
+                .enumerate()
+                .map(|(i, c)| row(100 + i, c))
+                .collect(),
+        };
+        let names: BTreeSet<String> = ["sports", "health", "politics"].map(String::from).into();
+        let p = PoolProtocol {
+            clients_per_language: 1,
+            ..Default::default()
+        };
+        let cats = ["sports", "health", "politics", "sports"];
+        let b = split_rows_into_pools("t", names.clone(), vec![raw(&cats)], &p)?;
+        assert_eq!(b.label_names, ["health", "politics", "sports"]);
+        let label_of = |text: &str| {
+            b.clients
+                .iter()
+                .flat_map(|c| c.examples())
+                .find(|e| e.text == text)
+                .map(|e| e.label)
+        };
+        assert_eq!(
+            ["t0", "t1", "t2", "t3"].map(label_of),
+            [Some(2), Some(0), Some(1), Some(2)]
+        );
+        let e = split_rows_into_pools("t", names, vec![raw(&["sports", "weather"])], &p).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("`weather`")));
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::example::Benchmark;
-use super::protocol::{split_into_pools, Item, LanguageSet, PoolProtocol};
+use super::protocol::{split_rows_into_pools, PoolProtocol, RawLanguage, Row};
 use super::tsv::read_tsv;
 use crate::{Error, Result};
 
@@ -34,8 +34,8 @@ impl Default for SibConfig {
     }
 }
 
-/// (index_id, category, text) rows.
-fn read_split(path: &Path) -> Result<Vec<(String, String, String)>> {
+/// The rows of one split; `index_id` zero-padded so that the protocol's key order is numeric.
+fn read_split(path: &Path) -> Result<Vec<Row>> {
     let t = read_tsv(path)?;
     let (id, cat, text) = (
         t.column("index_id")?,
@@ -44,25 +44,25 @@ fn read_split(path: &Path) -> Result<Vec<(String, String, String)>> {
     );
     Ok(t.rows
         .iter()
-        .map(|r| {
-            (
-                r[id].trim().into(),
-                r[cat].trim().into(),
-                r[text].trim().into(),
-            )
+        .map(|r| Row {
+            key: format!("{:0>8}", r[id].trim()),
+            category: r[cat].trim().into(),
+            text: r[text].trim().into(),
         })
         .collect())
 }
 
-/// Reads the chosen languages and applies the paper's protocol (label ids: sorted topics).
+/// Reads the chosen languages (and the protocol's novel ones) and applies the paper's protocol
+/// (label ids: sorted topics).
 pub fn load_sib200(dir: &Path, cfg: &SibConfig) -> Result<Benchmark> {
     if cfg.languages.is_empty() {
         return Err(Error::Config("SIB-200: name the languages to read".into()));
     }
-    let mut raw = Vec::with_capacity(cfg.languages.len());
+    let languages = cfg.protocol.languages_to_read(&cfg.languages);
+    let mut raw = Vec::with_capacity(languages.len());
     let mut names = BTreeSet::new();
-    for lang in &cfg.languages {
-        let folder = dir.join(lang);
+    for lang in languages {
+        let folder = dir.join(&lang);
         if !folder.is_dir() {
             return Err(Error::Data(format!(
                 "SIB-200: no folder {}",
@@ -75,48 +75,24 @@ pub fn load_sib200(dir: &Path, cfg: &SibConfig) -> Result<Benchmark> {
         if let Some(r) = train
             .iter()
             .chain(&test)
-            .find(|r| r.2.is_empty() || r.1.is_empty())
+            .find(|r| r.text.is_empty() || r.category.is_empty())
         {
-            let id = &r.0;
             return Err(Error::format(
                 "SIB-200",
                 &folder,
-                format!("index_id {id}: empty field"),
+                format!("index_id {}: empty field", r.key),
             ));
         }
-        names.extend(train.iter().chain(&test).map(|r| r.1.clone()));
-        raw.push((lang.clone(), train, test));
+        names.extend(train.iter().chain(&test).map(|r| r.category.clone()));
+        raw.push(RawLanguage {
+            language: lang,
+            train,
+            test,
+        });
     }
-    let label_names: Vec<String> = names.into_iter().collect();
-    let id = |cat: &str| {
-        label_names
-            .iter()
-            .position(|n| n == cat)
-            .unwrap_or_default()
-    };
-    let sets = raw
-        .into_iter()
-        .map(|(language, train, test)| {
-            let items = |rows: Vec<(String, String, String)>| -> Vec<Item> {
-                rows.into_iter()
-                    .map(|(key, cat, text)| Item {
-                        // Zero-padded so that the protocol's key order is numeric.
-                        key: format!("{key:0>8}"),
-                        label: id(&cat),
-                        text,
-                    })
-                    .collect()
-            };
-            LanguageSet {
-                language,
-                train: items(train),
-                test: items(test),
-            }
-        })
-        .collect();
     let p = PoolProtocol {
         parallel: true,
         ..cfg.protocol.clone()
     };
-    split_into_pools("sib200", label_names, sets, &p)
+    split_rows_into_pools("sib200", names, raw, &p)
 }
