@@ -12,6 +12,7 @@ mod personalize;
 mod plot;
 mod progress;
 mod reproduce;
+mod rounds;
 mod serve;
 mod simulate;
 mod train_base;

@@ -10,15 +10,16 @@ use clap::Args;
 use fedp2eft_core::data::{Benchmark, ClientData, Pool};
 use fedp2eft_core::evaluation::{evaluate_pool, pool_clients, Method, PoolResult};
 use fedp2eft_core::federated::convert::layout;
-use fedp2eft_core::federated::http::{Admin, FedClient, RoundOutcome};
+use fedp2eft_core::federated::http::{Admin, FedClient};
 use fedp2eft_core::federated::RoundConfig;
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::PersonalizeConfig;
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
 use fedp2eft_core::Control;
-use fedp2eft_wire::{CreateRun, PsgLayout, Task};
+use fedp2eft_wire::{CreateRun, PsgLayout};
 
 use crate::progress::Bars;
+use crate::rounds::{run_round, Devices, Federation};
 use crate::serve::LoopbackServer;
 use crate::workload::{default_base_dir, load_base_for, DataArgs};
 
@@ -91,52 +92,31 @@ fn pick_clients(bench: &Benchmark, n: usize) -> Vec<&ClientData> {
 /// Trains the PSG: every client polls; selected ones run stage 1 + 2 and upload. Clients run
 /// one after another (each already uses every core).
 fn train_rounds(
-    clients: &[(&ClientData, FedClient)],
+    fed: &Federation<'_>,
+    clients: &Devices<'_>,
     lm: &LoadedModel,
-    lay: &PsgLayout,
     cfg: &RoundConfig,
     rounds: u32,
     ctl: &Control,
 ) -> Result<()> {
-    let mut round = 0;
-    while round < rounds {
+    for round in 0..rounds {
         let started = Instant::now();
-        let mut trained = 0;
-        for (data, fc) in clients {
-            if let Task::Train(t) = fc.task(ctl)? {
-                if t.psg.round != round {
-                    continue;
-                }
-                let out = fc.join_round(
-                    &data.id,
-                    &lm.model,
-                    lm.tokenizer.as_ref(),
-                    data,
-                    lay,
-                    cfg,
-                    ctl,
-                )?;
-                if let RoundOutcome::Uploaded { update, .. } = out {
-                    trained += 1;
-                    println!(
-                        "  round {round}: {} ({}) uploaded, {} samples, stage-2 L1 {:.3} → {:.3}",
-                        data.id,
-                        data.language,
-                        update.num_samples,
-                        update.stage2_loss.first().copied().unwrap_or(f32::NAN),
-                        update.stage2_loss.last().copied().unwrap_or(f32::NAN)
-                    );
-                }
-            }
-        }
-        if trained == 0 {
-            bail!("round {round}: no client was given a training task");
+        let uploads = run_round(fed, clients, lm, cfg, round, ctl)?;
+        for (data, update) in &uploads {
+            println!(
+                "  round {round}: {} ({}) uploaded, {} samples, stage-2 L1 {:.3} → {:.3}",
+                data.id,
+                data.language,
+                update.num_samples,
+                update.stage2_loss.first().copied().unwrap_or(f32::NAN),
+                update.stage2_loss.last().copied().unwrap_or(f32::NAN)
+            );
         }
         println!(
-            "round {round}: {trained} clients in {:.1}s",
+            "round {round}: {} clients in {:.1}s",
+            uploads.len(),
             started.elapsed().as_secs_f64()
         );
-        round += 1;
     }
     Ok(())
 }
@@ -238,10 +218,15 @@ pub fn run(a: &SimulateArgs, home: &Path) -> Result<()> {
         a.r_max
     );
     let cfg = RoundConfig::for_r_max(a.r_max, a.max_len);
-    train_rounds(&clients, &lm, &lay, &cfg, a.rounds, &ctl)?;
+    let fed = Federation {
+        admin: &admin,
+        run: &run_name,
+        layout: &lay,
+    };
+    train_rounds(&fed, &clients, &lm, &cfg, a.rounds, &ctl)?;
     let mut final_psg = None;
     for k in 0..=a.rounds {
-        let p = admin.psg(&run_name, k, &lay, &ctl)?;
+        let p = fed.psg(k, &ctl)?;
         p.save(&a.out.join(format!("psg-round-{k}.safetensors")))?;
         final_psg = Some(p);
     }

@@ -73,14 +73,16 @@ fn add_time(out: &Path, stage: StageName, s: f64) -> Result<()> {
     write_atomic(&path, &serde_json::to_string_pretty(&t)?)
 }
 
-/// The folder belongs to this configuration: written on the first run, compared after.
+/// The folder belongs to this configuration: written on the first run, compared after. The
+/// saved one is read back through the current types first, so that a field added since (with
+/// a default that keeps the old behaviour) does not disown a run.
 fn claim(out: &Path, cfg: &ReproConfig) -> Result<()> {
     let path = out.join("config.json");
     let now = serde_json::to_value(cfg)?;
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let was: serde_json::Value =
+        let was: ReproConfig =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if was != now {
+        if serde_json::to_value(&was)? != now {
             bail!(
                 "{} holds a run of another configuration (see its config.json): choose another \
                  --out, or delete it to start over",

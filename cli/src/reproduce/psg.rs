@@ -9,21 +9,22 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use fedp2eft_core::adapter::LoraConfig;
 use fedp2eft_core::data::{Benchmark, ClientData, Pool};
 use fedp2eft_core::federated::convert::layout;
-use fedp2eft_core::federated::http::{Admin, FedClient, RoundOutcome};
+use fedp2eft_core::federated::http::{Admin, FedClient};
 use fedp2eft_core::federated::RoundConfig;
 use fedp2eft_core::model::{LoadedModel, SeqClassifier};
 use fedp2eft_core::psg::{Psg, PsgMeta, FEATURE_LAYOUT};
 use fedp2eft_core::train::{encode_all, Dataset};
 use fedp2eft_core::Control;
-use fedp2eft_wire::{CreateRun, Task};
+use fedp2eft_wire::CreateRun;
 use serde::Serialize;
 
 use super::config::ReproConfig;
 use crate::progress::Bars;
+use crate::rounds::{run_round, Federation};
 use crate::serve::LoopbackServer;
 
 /// Layer type of an adapted linear, from its HF module name (BERT family).
@@ -205,6 +206,11 @@ pub fn run(
         server.url
     );
     let rc = round_config(cfg);
+    let fed = Federation {
+        admin: &admin,
+        run: &run_name,
+        layout: &lay,
+    };
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -220,32 +226,12 @@ pub fn run(
             lambda_hat: lambda_stats(&last, &lm.model, &[])?,
             seconds: 0.0,
         };
-        for (data, fc) in &clients {
-            let Task::Train(task) = fc.task(&ctl)? else {
-                continue;
-            };
-            if task.psg.round != j {
-                continue;
-            }
-            let outcome = fc.join_round(
-                &data.id,
-                &lm.model,
-                lm.tokenizer.as_ref(),
-                data,
-                &lay,
-                &rc,
-                &ctl,
-            )?;
-            if let RoundOutcome::Uploaded { update, .. } = outcome {
-                entry.clients.push(data.id.clone());
-                entry.stage2_l1.push(update.stage2_loss.clone());
-                entry.mean_learned_lambda.push(update.mean_lambda);
-            }
+        for (data, update) in run_round(&fed, &clients, lm, &rc, j, &ctl)? {
+            entry.clients.push(data.id.clone());
+            entry.stage2_l1.push(update.stage2_loss.clone());
+            entry.mean_learned_lambda.push(update.mean_lambda);
         }
-        if entry.clients.is_empty() {
-            bail!("round {}: no client was given a training task", entry.round);
-        }
-        last = admin.psg(&run_name, j + 1, &lay, &ctl)?;
+        last = fed.psg(j + 1, &ctl)?;
         last.save(&path(start + j + 1))?;
         entry.lambda_hat = lambda_stats(&last, &lm.model, &probe)?;
         entry.seconds = t.elapsed().as_secs_f64();

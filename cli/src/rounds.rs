@@ -1,0 +1,99 @@
+//! One federated PSG round driven in-process, the way `simulate` and `reproduce` run a
+//! federation of simulated devices against a real aggregation server: every enrolled client
+//! asks for its task, and those the server selected for this round train and upload.
+//!
+//! A round closes after its last upload is acknowledged, possibly in another server task (the
+//! deadline ticker, another process on the same database), so the driver waits for the server
+//! to be at a round before it asks for tasks or φ of it.
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use fedp2eft_core::data::ClientData;
+use fedp2eft_core::federated::http::{Admin, FedClient, RoundOutcome};
+use fedp2eft_core::federated::{ClientUpdate, RoundConfig};
+use fedp2eft_core::model::LoadedModel;
+use fedp2eft_core::psg::Psg;
+use fedp2eft_core::Control;
+use fedp2eft_wire::{PsgLayout, RunState, Task};
+
+/// How long a closed round may take to aggregate before the driver gives up.
+const CLOSE_WAIT: Duration = Duration::from_secs(300);
+const POLL: Duration = Duration::from_millis(100);
+
+/// The run as the driver sees it.
+pub struct Federation<'a> {
+    pub admin: &'a Admin,
+    pub run: &'a str,
+    pub layout: &'a PsgLayout,
+}
+
+impl Federation<'_> {
+    /// Waits until the server is at `round` (or past it, or finished).
+    pub fn wait_for_round(&self, round: u32, ctl: &Control) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let s = self.admin.status(self.run, ctl)?;
+            if s.round >= round || s.state == RunState::Finished {
+                return Ok(());
+            }
+            if t.elapsed() > CLOSE_WAIT {
+                bail!(
+                    "run {}: still at round {} after {}s waiting for round {round}",
+                    self.run,
+                    s.round,
+                    CLOSE_WAIT.as_secs()
+                );
+            }
+            ctl.cancel.check()?;
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// φ_round, once the server has it.
+    pub fn psg(&self, round: u32, ctl: &Control) -> Result<Psg> {
+        self.wait_for_round(round, ctl)?;
+        Ok(self.admin.psg(self.run, round, self.layout, ctl)?)
+    }
+}
+
+/// The enrolled simulated devices: each one's data and its authenticated client.
+pub type Devices<'a> = [(&'a ClientData, FedClient)];
+
+/// Runs round `round` (0-based) over `devices`; returns the uploads in device order. A round in
+/// which the server gave nobody a task is an error (the run would never advance).
+pub fn run_round<'a>(
+    fed: &Federation<'_>,
+    devices: &Devices<'a>,
+    lm: &LoadedModel,
+    cfg: &RoundConfig,
+    round: u32,
+    ctl: &Control,
+) -> Result<Vec<(&'a ClientData, Box<ClientUpdate>)>> {
+    fed.wait_for_round(round, ctl)?;
+    let lay = fed.layout;
+    let mut uploads = Vec::new();
+    for (data, fc) in devices {
+        let Task::Train(task) = fc.task(ctl)? else {
+            continue;
+        };
+        if task.psg.round != round {
+            continue;
+        }
+        let outcome = fc.join_round(
+            &data.id,
+            &lm.model,
+            lm.tokenizer.as_ref(),
+            data,
+            lay,
+            cfg,
+            ctl,
+        )?;
+        if let RoundOutcome::Uploaded { update, .. } = outcome {
+            uploads.push((*data, update));
+        }
+    }
+    if uploads.is_empty() {
+        bail!("round {}: no client was given a training task", round + 1);
+    }
+    Ok(uploads)
+}
