@@ -15,7 +15,7 @@ pub const R_MAX: usize = 32;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// `e5`, `minilm`, a HF checkpoint folder or an E5S1 file.
+    /// `e5`, `minilm`, `mbert`, a HF checkpoint folder or an E5S1 file.
     #[arg(long, default_value = "minilm")]
     pub model: ModelSpec,
     /// Labels of the classification head (a head the checkpoint lacks is freshly initialised).

@@ -1,4 +1,4 @@
-//! Which model a command runs on (`--model e5|minilm|PATH`) and how it is loaded.
+//! Which model a command runs on (`--model e5|minilm|mbert|PATH`) and how it is loaded.
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
@@ -15,6 +15,8 @@ pub enum ModelSpec {
     E5,
     /// all-MiniLM-L6-v2, HF format (parity tests, English).
     MiniLm,
+    /// bert-base-multilingual-cased, HF format converted by `fedp2eft fetch mbert` (the paper's).
+    Mbert,
     /// A HF checkpoint directory or an E5S1 file.
     Path(PathBuf),
 }
@@ -25,6 +27,7 @@ impl FromStr for ModelSpec {
         Ok(match s {
             "e5" | "e5-small" => ModelSpec::E5,
             "minilm" => ModelSpec::MiniLm,
+            "mbert" | "bert-base-multilingual-cased" => ModelSpec::Mbert,
             other => ModelSpec::Path(PathBuf::from(other)),
         })
     }
@@ -35,6 +38,7 @@ impl std::fmt::Display for ModelSpec {
         match self {
             ModelSpec::E5 => f.write_str("e5"),
             ModelSpec::MiniLm => f.write_str("minilm"),
+            ModelSpec::Mbert => f.write_str("mbert"),
             ModelSpec::Path(p) => write!(f, "{}", p.display()),
         }
     }
@@ -69,6 +73,7 @@ impl ModelSpec {
         match self {
             ModelSpec::E5 => "e5-small".into(),
             ModelSpec::MiniLm => "minilm".into(),
+            ModelSpec::Mbert => "mbert".into(),
             ModelSpec::Path(p) => p
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -81,6 +86,7 @@ impl ModelSpec {
         Ok(match self {
             ModelSpec::E5 => Source::E5s1(home::e5s1_path_in(home)),
             ModelSpec::MiniLm => Source::Hf(home::minilm_dir_in(home)),
+            ModelSpec::Mbert => Source::Hf(home::mbert_dir_in(home)),
             ModelSpec::Path(p) if p.is_dir() => Source::Hf(p.clone()),
             ModelSpec::Path(p) if p.is_file() => {
                 if !is_e5s1(p)? {
@@ -100,10 +106,21 @@ impl ModelSpec {
         match self.source(home) {
             Err(e) => Some(format!("{e:#}")),
             Ok(src) if !src.path().exists() => Some(format!(
-                "{} not found: run `fedp2eft fetch`",
-                src.path().display()
+                "{} not found: run `{}`",
+                src.path().display(),
+                self.fetch_command()
             )),
             Ok(_) => None,
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The command that installs this model (a path is not installed by anyone).
+    pub fn fetch_command(&self) -> &'static str {
+        match self {
+            ModelSpec::Mbert => "fedp2eft fetch mbert",
+            _ => "fedp2eft fetch",
         }
     }
 }
@@ -140,7 +157,8 @@ pub fn load(source: &Source, num_labels: usize, seed: u64, _dev: &Device) -> Res
     if let Source::Hf(dir) = source {
         if !dir.join("config.json").is_file() {
             bail!(
-                "no config.json in {}: run `fedp2eft fetch` (or pass a HF checkpoint folder)",
+                "no config.json in {}: run `fedp2eft fetch` (`fedp2eft fetch mbert` for mBERT) or \
+                 pass a HF checkpoint folder",
                 dir.display()
             );
         }

@@ -23,7 +23,7 @@ pub enum Scope {
 
 #[derive(Args, Debug)]
 pub struct TrainBaseArgs {
-    /// e5 (embedded multilingual default), minilm, or a HF checkpoint / E5S1 path.
+    /// e5 (embedded multilingual default), minilm, mbert, or a HF checkpoint / E5S1 path.
     #[arg(long, default_value = "e5")]
     pub model: ModelSpec,
     #[command(flatten)]
