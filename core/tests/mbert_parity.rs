@@ -9,6 +9,8 @@
 //!
 //! Opt-in: skipped (with the reason printed) when the converted model is not in the cache;
 //! with `FEDP2EFT_REQUIRE_MBERT=1` a missing model fails the test instead.
+mod goldens;
+use goldens::{golden, u32s};
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
@@ -32,21 +34,6 @@ fn model_dir() -> Option<PathBuf> {
     }
     println!("skipped: {why}");
     None
-}
-
-fn golden() -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mbert.json"),
-    )?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_u64().expect("int") as u32)
-        .collect()
 }
 
 /// Standard base64 (with padding) → bytes.
@@ -101,7 +88,7 @@ fn token_ids_equal_the_python_reference_tokenizer() -> anyhow::Result<()> {
         return Ok(());
     };
     let tok = HfTokenizer::from_file(&dir.join("tokenizer.json"))?;
-    let g = golden()?;
+    let g = golden("mbert.json")?;
     let cases = g["tokens"].as_array().expect("tokens");
     assert!(cases.len() >= 10);
     for c in cases {
@@ -139,7 +126,7 @@ fn sequence_and_pooled_outputs_equal_tensorflow() -> anyhow::Result<()> {
         return Ok(());
     };
     let dev = Device::Cpu;
-    let g = golden()?;
+    let g = golden("mbert.json")?;
     let b = &g["batch"];
     let shape: Vec<usize> = u32s(&b["shape"]).into_iter().map(|d| d as usize).collect();
     let (n, t, h) = (shape[0], shape[1], shape[2]);

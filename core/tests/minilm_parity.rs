@@ -2,9 +2,11 @@
 //! Expected values: `core/tests/golden/minilm.json`, written by
 //! `scripts/reference/minilm_golden.py` (torch / transformers versions recorded in the file;
 //! token ids from the pure-Python `BertTokenizer`, independent of the `tokenizers` crate).
+mod goldens;
 use candle_core::{Device, Tensor};
 use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
 use fedp2eft_core::model::{load_hf, HfTokenizer, Tokenize};
+use goldens::{golden, u32s};
 use serde_json::Value;
 
 fn model_dir() -> std::path::PathBuf {
@@ -15,21 +17,6 @@ fn model_dir() -> std::path::PathBuf {
         dir.display()
     );
     dir
-}
-
-fn golden() -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/minilm.json"),
-    )?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_u64().expect("int") as u32)
-        .collect()
 }
 
 fn f32s(v: &Value) -> Vec<f32> {
@@ -47,7 +34,7 @@ fn f32s(v: &Value) -> Vec<f32> {
 #[test]
 fn token_ids_equal_the_python_reference_tokenizer() -> anyhow::Result<()> {
     let tok = HfTokenizer::from_file(&model_dir().join("tokenizer.json"))?;
-    let g = golden()?;
+    let g = golden("minilm.json")?;
     let cases = g["tokens"].as_array().expect("tokens");
     assert!(cases.len() >= 8);
     for c in cases {
@@ -66,7 +53,7 @@ fn hidden_states_and_pooler_equal_transformers() -> anyhow::Result<()> {
         38,
         "L = 6 layers × 6 + pooler + classifier"
     );
-    let g = golden()?;
+    let g = golden("minilm.json")?;
     let b = &g["batch"];
     let rows: Vec<Vec<u32>> = b["input_ids"]
         .as_array()
