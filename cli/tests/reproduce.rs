@@ -1,6 +1,7 @@
 //! `fedp2eft reproduce` end to end on `configs/tiny.toml` (MiniLM, MasakhaNEWS hau + yor from
 //! `../shared/data` or `$FEDP2EFT_SHARED_DATA`): stopped after the base stage, resumed to the
-//! end, the last evaluated cells deleted and recomputed, and refused on another config.
+//! end, the last evaluated cells deleted and recomputed, grown by a method, and refused on a
+//! config that trains something else.
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -141,22 +142,51 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
     );
     assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 44);
 
-    // The folder belongs to its configuration.
-    let other = tmp.path().join("other.toml");
-    std::fs::write(
-        &other,
-        std::fs::read_to_string(&config)?.replace("seeds = [42, 43]", "seeds = [42]"),
-    )?;
-    let other = other.to_string_lossy().into_owned();
-    let o = fedp2eft(&[
-        "reproduce",
-        "--config",
-        &other,
-        "--data-dir",
-        &data,
-        "--out",
-        &out_s,
-    ])?;
+    // A grown grid (a method added) takes the run over: only the new cells are computed.
+    let reproduce_with = |cfg_text: String, name: &str| -> Result<Output> {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, cfg_text)?;
+        let path = path.to_string_lossy().into_owned();
+        let args = [
+            "reproduce",
+            "--config",
+            &path,
+            "--data-dir",
+            &data,
+            "--out",
+            &out_s,
+        ];
+        fedp2eft(&args)
+    };
+    let tiny = std::fs::read_to_string(&config)?;
+    let grown = tiny.replace("\"psg-ranks\"]", "\"psg-ranks\", \"fedp2eft-tuned\"]");
+    assert_ne!(grown, tiny);
+    let o = reproduce_with(grown, "grown.toml")?;
+    ensure!(o.status.success(), "reproduce (grown): {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("changed evaluation grid"), "{stdout}");
+    assert!(stdout.contains("FedP²EFT (tuned lr) r = 2: lr"), "{stdout}");
+    assert!(
+        !stdout.contains("psg round"),
+        "nothing retrained:\n{stdout}"
+    );
+    // + 4 clients × 2 seeds of the tuned FedP²EFT.
+    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 52);
+    let md = std::fs::read_to_string(out.join("results.md"))?;
+    assert!(md.contains("| FedP²EFT (tuned lr) |"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
+    let pairs = json["pairs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pairs.len(), 2 * 5);
+    assert!(
+        pairs
+            .iter()
+            .any(|p| p["ours"] == "fedp2eft-tuned" && p["other"] == "lora-tuned"),
+        "tuned LoRA meets tuned FedP²EFT: {pairs:?}"
+    );
+
+    // The folder belongs to what it trained: another PSG is refused.
+    let o = reproduce_with(tiny.replace("r_max = 4", "r_max = 8"), "other.toml")?;
     assert!(!o.status.success());
     assert!(
         text(&o.stderr).contains("another configuration"),

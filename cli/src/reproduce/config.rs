@@ -119,7 +119,7 @@ pub enum MethodName {
     Base,
     /// Rank = budget on every layer, α = 2r, the paper's lr.
     Lora,
-    /// LoRA with the lr of `lora_lr_grid` chosen on the seen pool's training side.
+    /// LoRA with the lr of `lr_grid` chosen on the seen pool's training side.
     LoraTuned,
     /// λ learned per client with the priors (BayesTune), then pruned; no federation.
     BtLora,
@@ -127,6 +127,8 @@ pub enum MethodName {
     Fedp2eft,
     /// The PSG's ranks with every λ = 1 (structure only).
     PsgRanks,
+    /// FedP²EFT with the lr of `lr_grid` chosen as for `lora-tuned` (the head-to-head with it).
+    Fedp2eftTuned,
 }
 
 impl MethodName {
@@ -138,7 +140,26 @@ impl MethodName {
             MethodName::BtLora => "BT-LoRA",
             MethodName::Fedp2eft => "FedP²EFT",
             MethodName::PsgRanks => "PSG ranks, λ = 1",
+            MethodName::Fedp2eftTuned => "FedP²EFT (tuned lr)",
         }
+    }
+
+    /// The methods whose fine-tune lr is chosen on `lr_grid`.
+    pub fn is_tuned(self) -> bool {
+        matches!(self, MethodName::LoraTuned | MethodName::Fedp2eftTuned)
+    }
+
+    /// The method this one is compared with in the tables (Δ = rival − this): FedP²EFT,
+    /// except that tuned-lr LoRA meets tuned-lr FedP²EFT when both are evaluated.
+    pub fn rival(self, methods: &[MethodName]) -> Option<MethodName> {
+        let ours = match self {
+            MethodName::LoraTuned if methods.contains(&MethodName::Fedp2eftTuned) => {
+                MethodName::Fedp2eftTuned
+            }
+            MethodName::Fedp2eft | MethodName::Fedp2eftTuned => return None,
+            _ => MethodName::Fedp2eft,
+        };
+        methods.contains(&ours).then_some(ours)
     }
 }
 
@@ -155,8 +176,9 @@ pub struct EvalConfig {
     pub methods: Vec<MethodName>,
     /// The fine-tune after pruning: 2 epochs, lr 1e-4, batch 32 (λ frozen, CE only).
     pub finetune: TrainConfig,
-    /// Learning rates tried for `lora-tuned`.
-    pub lora_lr_grid: Vec<f64>,
+    /// Learning rates tried for the tuned methods (`lora-tuned`, `fedp2eft-tuned`).
+    #[serde(alias = "lora_lr_grid")]
+    pub lr_grid: Vec<f64>,
     /// Seen clients per language on whose training side (80 / 20) the grid is scored.
     pub grid_clients_per_language: usize,
     /// Bootstrap resamples of the paired CI.
@@ -215,7 +237,7 @@ impl Default for EvalConfig {
                 MethodName::PsgRanks,
             ],
             finetune: TrainConfig::default(),
-            lora_lr_grid: vec![1e-4, 3e-4, 1e-3, 3e-3],
+            lr_grid: vec![1e-4, 3e-4, 1e-3, 3e-3],
             grid_clients_per_language: 1,
             bootstrap: 10_000,
             only: BTreeMap::new(),
@@ -233,6 +255,23 @@ impl ReproConfig {
         Ok(cfg)
     }
 
+    /// This configuration with the evaluation grid's extent reset (pools, clients per language,
+    /// budgets, seeds, methods, `only`, bootstrap): what every stage's output depends on. Two
+    /// configurations that agree here share the partition, the base, the PSG and every cell
+    /// already evaluated (the fine-tune, the lr grid and its clients are kept), so a run's grid
+    /// may grow — a method added — without retraining anything.
+    pub fn trained_part(&self) -> ReproConfig {
+        let e = &self.eval;
+        let mut c = self.clone();
+        c.eval = EvalConfig {
+            finetune: e.finetune.clone(),
+            lr_grid: e.lr_grid.clone(),
+            grid_clients_per_language: e.grid_clients_per_language,
+            ..EvalConfig::default()
+        };
+        c
+    }
+
     /// Values that parse but cannot run.
     pub fn check(&self) -> Result<()> {
         let r_max = self.psg.r_max;
@@ -242,8 +281,8 @@ impl ReproConfig {
         if self.eval.seeds.is_empty() || self.eval.methods.is_empty() {
             bail!("eval needs at least one seed and one method");
         }
-        if self.eval.methods.contains(&MethodName::LoraTuned) && self.eval.lora_lr_grid.is_empty() {
-            bail!("lora-tuned needs eval.lora_lr_grid");
+        if self.eval.methods.iter().any(|m| m.is_tuned()) && self.eval.lr_grid.is_empty() {
+            bail!("the tuned methods need eval.lr_grid");
         }
         for (m, o) in &self.eval.only {
             let bad_b = o
@@ -340,6 +379,20 @@ dir = "d"
             "{novel}[eval]\npools = [\"seen\", \"unseen\", \"novel\"]\n"
         ))?;
         assert_eq!(n.eval.pools.last(), Some(&Pool::Novel));
+        let grown = parse("[eval]\nmethods = [\"lora\", \"fedp2eft-tuned\"]\nseeds = [1, 2]\n")?;
+        assert_eq!(grown.trained_part(), ok.trained_part(), "a grown grid");
+        for other in [
+            "[eval.finetune]\nlr_ab = 1e-3\n",
+            "[eval]\nlr_grid = [1e-3]\n",
+        ] {
+            assert_ne!(parse(other)?.trained_part(), ok.trained_part(), "{other}");
+        }
+        let old: ReproConfig = toml::from_str(&format!("{base}[eval]\nlora_lr_grid = [1e-3]\n"))?;
+        assert_eq!(
+            old.eval.lr_grid,
+            vec![1e-3],
+            "the field's old name still reads"
+        );
         let o = parse("[eval.only.psg-ranks]\nclients_per_language = 1\n")?;
         assert!(o.eval.runs(MethodName::PsgRanks, 2, 42, 0));
         assert!(!o.eval.runs(MethodName::PsgRanks, 2, 42, 1));

@@ -1,9 +1,9 @@
 //! Stage 4: every evaluated client × method × budget × seed, one JSON line each in
 //! `eval/results.jsonl` with the per-item hits (paired statistics need them). Per client the
 //! base model's predictions and the PSG's λ̂ are computed once, BT-LoRA's λ once per seed, for
-//! all methods and budgets. A resumed run skips the cells already written. `lora-tuned` first
-//! scores `eval.lora_lr_grid` on the seen pool's training side (80 / 20 per client,
-//! `eval/grid.jsonl`) and uses the best lr of each budget.
+//! all methods and budgets. A resumed run skips the cells already written. The tuned methods
+//! (`lora-tuned`, `fedp2eft-tuned`) first score `eval.lr_grid` on the seen pool's training
+//! side (80 / 20 per client, `eval/grid.jsonl`) and use the best lr of each budget.
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -122,6 +122,9 @@ fn personalize_cfg(cfg: &ReproConfig, budget: usize, seed: u64, lr: f64) -> Pers
 
 #[derive(Debug, Serialize, Deserialize)]
 struct GridRow {
+    /// Rows written before FedP²EFT had a tuned arm are LoRA's.
+    #[serde(default = "lora_tuned")]
+    method: MethodName,
     client: String,
     language: String,
     budget: usize,
@@ -130,23 +133,38 @@ struct GridRow {
     n: usize,
 }
 
-/// The lr of each budget with the best mean over languages of pooled validation accuracy.
-fn tune_lora(
+fn lora_tuned() -> MethodName {
+    MethodName::LoraTuned
+}
+
+/// For each tuned method and budget, the lr of `eval.lr_grid` with the best mean over
+/// languages of pooled validation accuracy, scored on 80 / 20 of the training side of the
+/// first `grid_clients_per_language` seen clients of each language (`eval/grid.jsonl`). The
+/// tuned FedP²EFT's λ̂ comes from the 80 %, as a client would compute it.
+fn tune(
     cfg: &ReproConfig,
     bench: &Benchmark,
     lm: &LoadedModel,
+    psg: &Psg,
     dir: &Path,
     ctl: &Control,
-) -> Result<BTreeMap<usize, f64>> {
+) -> Result<BTreeMap<(MethodName, usize), f64>> {
     let path = dir.join("grid.jsonl");
     let mut rows: Vec<GridRow> = read_rows(&path)?;
-    let done: HashSet<(String, usize, u64)> = rows
+    let done: HashSet<(MethodName, String, usize, u64)> = rows
         .iter()
-        .map(|r| (r.client.clone(), r.budget, r.lr.to_bits()))
+        .map(|r| (r.method, r.client.clone(), r.budget, r.lr.to_bits()))
+        .collect();
+    let tuned: Vec<MethodName> = cfg
+        .eval
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| m.is_tuned())
         .collect();
     let clients = pool_clients(bench, Pool::Seen, Some(cfg.eval.grid_clients_per_language));
     let seed = cfg.eval.seeds[0];
-    for c in clients {
+    for c in &clients {
         // 80 / 20 of the training side; the test side is never looked at.
         let mut train = c.train.clone();
         train.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -154,59 +172,74 @@ fn tune_lora(
         let inner = ClientData {
             train,
             test: val,
-            ..c.clone()
+            ..ClientData::clone(c)
         };
-        for budget in cfg.eval.budgets_of(MethodName::LoraTuned) {
-            for &lr in &cfg.eval.lora_lr_grid {
-                if done.contains(&(c.id.clone(), budget, lr.to_bits())) {
-                    continue;
+        let mut lambda_hat = None;
+        for &m in &tuned {
+            for budget in cfg.eval.budgets_of(m) {
+                for &lr in &cfg.eval.lr_grid {
+                    if done.contains(&(m, c.id.clone(), budget, lr.to_bits())) {
+                        continue;
+                    }
+                    let structure = if m == MethodName::Fedp2eftTuned {
+                        if lambda_hat.is_none() {
+                            let f = features_of(lm, &inner, cfg.model.max_len, ctl)?;
+                            lambda_hat = Some(psg.predict(&f)?);
+                        }
+                        Structure::Lambda(lambda_hat.as_deref().unwrap_or_default())
+                    } else {
+                        Structure::Lora
+                    };
+                    let pc = personalize_cfg(cfg, budget, seed, lr);
+                    let tok = lm.tokenizer.as_ref();
+                    let rep = personalize(&lm.model, tok, &inner, structure, &pc, ctl)?.report;
+                    let row = GridRow {
+                        method: m,
+                        client: c.id.clone(),
+                        language: c.language.clone(),
+                        budget,
+                        lr,
+                        correct: rep.accuracy_after.correct,
+                        n: rep.accuracy_after.total,
+                    };
+                    append(&path, &row)?;
+                    rows.push(row);
                 }
-                let pc = personalize_cfg(cfg, budget, seed, lr);
-                let rep = personalize(
-                    &lm.model,
-                    lm.tokenizer.as_ref(),
-                    &inner,
-                    Structure::Lora,
-                    &pc,
-                    ctl,
-                )?
-                .report;
-                let row = GridRow {
-                    client: c.id.clone(),
-                    language: c.language.clone(),
-                    budget,
-                    lr,
-                    correct: rep.accuracy_after.correct,
-                    n: rep.accuracy_after.total,
-                };
-                append(&path, &row)?;
-                rows.push(row);
             }
         }
     }
+    let ids: HashSet<&str> = clients.iter().map(|c| c.id.as_str()).collect();
     let mut best = BTreeMap::new();
-    for budget in cfg.eval.budgets_of(MethodName::LoraTuned) {
-        let mut scored: Vec<(f64, f64)> = Vec::new();
-        for &lr in &cfg.eval.lora_lr_grid {
-            let cells: Vec<(String, usize, usize)> = rows
-                .iter()
-                .filter(|r| r.budget == budget && r.lr == lr)
-                .map(|r| (r.language.clone(), r.correct, r.n))
-                .collect();
-            scored.push((multilingual_accuracy(&cells), lr));
+    for &m in &tuned {
+        for budget in cfg.eval.budgets_of(m) {
+            let mut scored: Vec<(f64, f64)> = Vec::new();
+            for &lr in &cfg.eval.lr_grid {
+                let cells: Vec<(String, usize, usize)> = rows
+                    .iter()
+                    .filter(|r| r.method == m && r.budget == budget && r.lr == lr)
+                    .filter(|r| ids.contains(r.client.as_str()))
+                    .map(|r| (r.language.clone(), r.correct, r.n))
+                    .collect();
+                scored.push((multilingual_accuracy(&cells), lr));
+            }
+            // The first of equal scores (the smallest lr when the grid ascends).
+            let (acc, lr) =
+                scored
+                    .iter()
+                    .copied()
+                    .fold((f64::MIN, cfg.eval.finetune.lr_ab), |a, b| {
+                        if b.0 > a.0 {
+                            b
+                        } else {
+                            a
+                        }
+                    });
+            println!(
+                "{} r = {budget}: lr {lr:e} (validation {acc:.2} %; grid {scored:?})",
+                m.label()
+            );
+            best.insert((m, budget), lr);
         }
-        let (acc, lr) = scored
-            .iter()
-            .copied()
-            .fold((f64::MIN, cfg.eval.finetune.lr_ab), |a, b| {
-                if b.0 > a.0 {
-                    b
-                } else {
-                    a
-                }
-            });
-        println!("lora-tuned r = {budget}: lr {lr:e} (validation {acc:.2} %; grid {scored:?})");
-        best.insert(budget, lr);
     }
     Ok(best)
 }
@@ -226,11 +259,7 @@ pub fn run(
     let mut done: HashSet<(String, MethodName, usize, u64)> =
         read_rows::<Row>(&path)?.iter().map(Row::key).collect();
     let methods = &cfg.eval.methods;
-    let tuned = if methods.contains(&MethodName::LoraTuned) {
-        tune_lora(cfg, bench, lm, &dir, &ctl).context("tuning LoRA's lr")?
-    } else {
-        BTreeMap::new()
-    };
+    let tuned = tune(cfg, bench, lm, psg, &dir, &ctl).context("tuning the lr")?;
     let (l, r_max) = (lm.model.num_adapted(), cfg.psg.r_max);
     let tok = lm.tokenizer.as_ref();
     for &pool in &cfg.eval.pools {
@@ -290,7 +319,12 @@ pub fn run(
                     .iter()
                     .any(|&s| budgets.iter().any(|&b| todo(m, b, s)))
             };
-            let lambda_hat = if needs(MethodName::Fedp2eft) || needs(MethodName::PsgRanks) {
+            let uses_psg = [
+                MethodName::Fedp2eft,
+                MethodName::PsgRanks,
+                MethodName::Fedp2eftTuned,
+            ];
+            let lambda_hat = if uses_psg.into_iter().any(needs) {
                 let lh = psg.predict(&features_of(lm, c, cfg.model.max_len, &ctl)?)?;
                 let rec = LambdaHat {
                     pool,
@@ -332,16 +366,15 @@ pub fn run(
                         if m == MethodName::Base || !todo(m, budget, seed) {
                             continue;
                         }
-                        let lr = match m {
-                            MethodName::LoraTuned => tuned
-                                .get(&budget)
-                                .copied()
-                                .unwrap_or(cfg.eval.finetune.lr_ab),
-                            _ => cfg.eval.finetune.lr_ab,
-                        };
+                        let lr = tuned
+                            .get(&(m, budget))
+                            .copied()
+                            .unwrap_or(cfg.eval.finetune.lr_ab);
                         let structure = match (m, &lambda_hat, &learned) {
                             (MethodName::Lora | MethodName::LoraTuned, _, _) => Structure::Lora,
-                            (MethodName::Fedp2eft, Some(lh), _) => Structure::Lambda(lh),
+                            (MethodName::Fedp2eft | MethodName::Fedp2eftTuned, Some(lh), _) => {
+                                Structure::Lambda(lh)
+                            }
                             (MethodName::PsgRanks, Some(lh), _) => Structure::Ranks(lh),
                             (MethodName::BtLora, _, Some(raw)) => Structure::Learned {
                                 raw,

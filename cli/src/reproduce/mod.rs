@@ -75,22 +75,30 @@ fn add_time(out: &Path, stage: StageName, s: f64) -> Result<()> {
 
 /// The folder belongs to this configuration: written on the first run, compared after. The
 /// saved one is read back through the current types first, so that a field added since (with
-/// a default that keeps the old behaviour) does not disown a run.
+/// a default that keeps the old behaviour) does not disown a run. A configuration that only
+/// grows the evaluation grid (`ReproConfig::trained_part` equal) takes the run over: the cells
+/// already evaluated are kept and the new ones added.
 fn claim(out: &Path, cfg: &ReproConfig) -> Result<()> {
     let path = out.join("config.json");
     let now = serde_json::to_value(cfg)?;
     if let Ok(text) = std::fs::read_to_string(&path) {
         let was: ReproConfig =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if serde_json::to_value(&was)? != now {
+        if was.trained_part() != cfg.trained_part() {
             bail!(
                 "{} holds a run of another configuration (see its config.json): choose another \
                  --out, or delete it to start over",
                 out.display()
             );
         }
-        println!("resuming the run in {}", out.display());
-        return Ok(());
+        if serde_json::to_value(&was)? == now {
+            println!("resuming the run in {}", out.display());
+            return Ok(());
+        }
+        println!(
+            "resuming the run in {} with a changed evaluation grid (cells already evaluated are kept)",
+            out.display()
+        );
     }
     write_atomic(&path, &serde_json::to_string_pretty(&now)?)
 }
@@ -143,4 +151,30 @@ pub fn run(a: &ReproduceArgs, home: &Path) -> Result<()> {
     report::run(&cfg, &out)?;
     add_time(&out, StageName::Report, t.elapsed().as_secs_f64())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_may_grow_its_grid_but_not_change_what_it_trained() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let parse = |extra: &str| -> Result<ReproConfig> {
+            let text = format!("name = \"x\"\n[data]\nset = \"masakhanews\"\ndir = \"d\"\n{extra}");
+            Ok(toml::from_str(&text)?)
+        };
+        claim(dir.path(), &parse("")?)?;
+        claim(dir.path(), &parse("")?)?;
+        let grown = parse("[eval]\nmethods = [\"lora\", \"fedp2eft-tuned\"]\n")?;
+        claim(dir.path(), &grown)?;
+        let saved: ReproConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json"))?)?;
+        assert_eq!(saved, grown, "the grown grid is saved");
+        match claim(dir.path(), &parse("[psg]\nrounds = 3\n")?) {
+            Err(e) => assert!(e.to_string().contains("another configuration"), "{e}"),
+            Ok(()) => panic!("another PSG schedule took the run over"),
+        }
+        Ok(())
+    }
 }

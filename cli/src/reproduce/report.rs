@@ -41,12 +41,14 @@ struct Cell {
 struct Pair {
     pool: Pool,
     budget: usize,
+    /// FedP²EFT, or its tuned-lr arm against tuned-lr LoRA (`MethodName::rival`).
+    ours: MethodName,
     other: MethodName,
-    /// FedP²EFT − other, percentage points, with the 95 % CI (seeds pooled per client).
+    /// ours − other, percentage points, with the 95 % CI (seeds pooled per client).
     diff: f64,
     low: f64,
     high: f64,
-    /// Exact McNemar per seed: (FedP²EFT only right, other only right, p).
+    /// Exact McNemar per seed: (ours only right, other only right, p).
     mcnemar: Vec<(u64, usize, usize, f64)>,
 }
 
@@ -78,7 +80,8 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
         md,
         "Mean over languages of per-language pooled test accuracy (%), mean ± SD over seeds \
          {seeds:?}; Δ = FedP²EFT − method with a 95 % bootstrap CI over clients (stratified by \
-         language, {} resamples, seeds pooled per client); McNemar: exact two-sided p per seed.\n",
+         language, {} resamples, seeds pooled per client; for LoRA (tuned lr), FedP²EFT (tuned lr) − \
+         LoRA (tuned lr) when both ran); McNemar: exact two-sided p per seed.\n",
         cfg.eval.bootstrap
     )?;
     for &pool in &cfg.eval.pools {
@@ -149,8 +152,8 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
                 };
                 let mut delta = String::from("");
                 let mut p_text = String::from("");
-                if m != MethodName::Fedp2eft && cfg.eval.methods.contains(&MethodName::Fedp2eft) {
-                    if let Some(pair) = compare(cfg, &rows, pool, budget, m)? {
+                if let Some(ours) = m.rival(&cfg.eval.methods) {
+                    if let Some(pair) = compare(cfg, &rows, pool, budget, ours, m)? {
                         delta = format!("{:+.2} [{:+.2}, {:+.2}]", pair.diff, pair.low, pair.high);
                         p_text = pair
                             .mcnemar
@@ -236,12 +239,13 @@ fn cell_rows(
         .filter(move |r| r.pool == pool && r.method == m && r.budget == b && r.seed == s)
 }
 
-/// FedP²EFT against `other` on the clients both were evaluated on.
+/// `ours` against `other` on the clients and seeds both were evaluated on.
 fn compare(
     cfg: &ReproConfig,
     rows: &[Row],
     pool: Pool,
     budget: usize,
+    ours: MethodName,
     other: MethodName,
 ) -> Result<Option<Pair>> {
     let get = |m: MethodName, seed: u64| -> BTreeMap<&str, &Row> {
@@ -252,11 +256,11 @@ fn compare(
     let mut by_client: BTreeMap<&str, ClientPair> = BTreeMap::new();
     let mut mcnemar = Vec::new();
     let theirs = cfg.eval.seeds_of(other);
-    for seed in cfg.eval.seeds_of(MethodName::Fedp2eft) {
+    for seed in cfg.eval.seeds_of(ours) {
         if other != MethodName::Base && !theirs.contains(&seed) {
             continue;
         }
-        let (a, b) = (get(MethodName::Fedp2eft, seed), get(other, seed));
+        let (a, b) = (get(ours, seed), get(other, seed));
         let (mut a_only, mut b_only) = (0, 0);
         for (client, ra) in &a {
             let Some(rb) = b.get(client) else { continue };
@@ -283,6 +287,7 @@ fn compare(
     Ok(Some(Pair {
         pool,
         budget,
+        ours,
         other,
         diff: ci.diff,
         low: ci.low,
