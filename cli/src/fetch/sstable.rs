@@ -160,7 +160,7 @@ pub fn block(file: &[u8], h: Handle) -> Result<&[u8], Error> {
             kind,
         });
     }
-    let computed = crc32c::extend(crc32c::value(contents), &[kind]);
+    let computed = crc32c::of_parts(&[contents, &[kind]]);
     if stored != computed {
         return Err(Error::BlockChecksum {
             offset: h.offset,
@@ -324,7 +324,7 @@ pub mod build {
         };
         file.extend_from_slice(contents);
         file.push(0);
-        let crc = crc32c::extend(crc32c::value(contents), &[0]);
+        let crc = crc32c::of_parts(&[contents, &[0]]);
         file.extend_from_slice(&crc32c::mask(crc).to_le_bytes());
         h
     }
