@@ -174,6 +174,14 @@ fn find_tools(pending: &[Package]) -> Result<Tools> {
 
 pub fn run(args: &FetchArgs, home: &Path) -> Result<()> {
     std::fs::create_dir_all(home).with_context(|| format!("create {}", home.display()))?;
+    // An hour: far longer than any fetch, so a concurrent one keeps its temporaries.
+    let freed = unpack::remove_stale(home, std::time::Duration::from_secs(3600));
+    if freed > 0 {
+        println!(
+            "removed {:.1} MB left by an interrupted fetch",
+            freed as f64 / 1e6
+        );
+    }
     let selected = Package::selected(&args.what);
     let pending: Vec<Package> = selected
         .iter()
@@ -203,7 +211,7 @@ pub fn run(args: &FetchArgs, home: &Path) -> Result<()> {
 fn install(p: Package, home: &Path, tools: &Tools, force: bool, step: &dyn Fn(&str)) -> Result<()> {
     // Downloads land in the cache folder itself so the final renames stay on one file system.
     let tmp = tempfile::Builder::new()
-        .prefix(".fetch-")
+        .prefix(unpack::TEMP_PREFIX)
         .tempdir_in(home)
         .with_context(|| format!("create a temporary folder in {}", home.display()))?;
     match p {
@@ -243,7 +251,7 @@ fn install(p: Package, home: &Path, tools: &Tools, force: bool, step: &dyn Fn(&s
             let parent = dest.parent().context("data folder without a parent")?;
             std::fs::create_dir_all(parent)?;
             let unpack = tempfile::Builder::new()
-                .prefix(".fetch-")
+                .prefix(unpack::TEMP_PREFIX)
                 .tempdir_in(parent)?;
             let mut args: Vec<std::ffi::OsString> = vec!["-xzf".into(), tgz.into(), "-C".into()];
             args.push(unpack.path().into());

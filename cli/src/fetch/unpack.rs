@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
@@ -58,7 +59,7 @@ pub fn install_from_zip(archive: &Path, files: &[Pinned]) -> Result<()> {
             .context("destination without a parent folder")?;
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let mut tmp = tempfile::Builder::new()
-            .prefix(".fetch-")
+            .prefix(TEMP_PREFIX)
             .tempfile_in(dir)
             .with_context(|| format!("create a temporary file in {}", dir.display()))?;
         let n = std::io::copy(&mut entry, tmp.as_file_mut())
@@ -92,6 +93,53 @@ pub fn replace_dir(ready: &Path, dest: &Path) -> Result<()> {
     }
     std::fs::rename(ready, dest)
         .with_context(|| format!("move {} to {}", ready.display(), dest.display()))
+}
+
+/// The prefix of every temporary file and folder a fetch creates in the cache.
+pub const TEMP_PREFIX: &str = ".fetch-";
+
+/// Removes the temporaries a killed fetch left behind (a SIGKILL or Ctrl-C skips their
+/// clean-up): `.fetch-*` entries at most three levels under `home` last modified more than
+/// `older_than` ago, so a fetch running beside this one keeps its own. Returns the bytes freed.
+pub fn remove_stale(home: &Path, older_than: Duration) -> u64 {
+    fn size_of(p: &Path) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| size_of(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    fn walk(dir: &Path, depth: usize, cutoff: SystemTime, freed: &mut u64) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let (path, name) = (e.path(), e.file_name());
+            let Ok(meta) = e.metadata() else { continue };
+            if name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                if meta.modified().is_ok_and(|t| t < cutoff) {
+                    let bytes = size_of(&path);
+                    let gone = if meta.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    if gone.is_ok() {
+                        *freed += bytes;
+                    }
+                }
+            } else if meta.is_dir() && depth > 1 {
+                walk(&path, depth - 1, cutoff, freed);
+            }
+        }
+    }
+    let mut freed = 0;
+    if let Some(cutoff) = SystemTime::now().checked_sub(older_than) {
+        walk(home, 3, cutoff, &mut freed);
+    }
+    freed
 }
 
 #[cfg(test)]
@@ -128,6 +176,30 @@ mod tests {
         assert_eq!(std::fs::read(&p.dest)?, b"hello");
         // Only the final file is left: the temporary one was renamed.
         assert_eq!(std::fs::read_dir(dir.path().join("out"))?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_fresh_ones_kept() -> Result<()> {
+        let home = tempfile::tempdir()?;
+        let models = home.path().join("models/m");
+        std::fs::create_dir_all(&models)?;
+        let old_dir = home.path().join(".fetch-old");
+        std::fs::create_dir_all(old_dir.join("inner"))?;
+        std::fs::write(old_dir.join("inner/jar"), vec![0u8; 1000])?;
+        let old_file = models.join(".fetch-part");
+        std::fs::write(&old_file, vec![0u8; 24])?;
+        let fresh = home.path().join(".fetch-running");
+        std::fs::create_dir_all(&fresh)?;
+        let kept = models.join("model.safetensors");
+        std::fs::write(&kept, b"x")?;
+        let long_ago = SystemTime::now() - Duration::from_secs(3 * 3600);
+        for p in [&old_dir, &old_file] {
+            File::open(p)?.set_modified(long_ago)?;
+        }
+        assert_eq!(remove_stale(home.path(), Duration::from_secs(3600)), 1024);
+        assert!(!old_dir.exists() && !old_file.exists());
+        assert!(fresh.exists() && kept.exists());
         Ok(())
     }
 }
