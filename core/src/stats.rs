@@ -18,6 +18,11 @@ pub struct ClientPair {
     pub n: usize,
     pub correct_a: usize,
     pub correct_b: usize,
+    /// Items only A / only B got right, when the per-item outcomes are known: the bootstrap
+    /// then also resamples the client's test items (paired), so that a language evaluated on
+    /// one client still has a sampling error. None: clients are the only resampled unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discordant: Option<(usize, usize)>,
 }
 
 /// Per-language pooled accuracy (×100, Σ correct / Σ items over its clients), then the plain
@@ -60,9 +65,12 @@ pub struct PairedCi {
 
 /// Percentile-bootstrap CI of metric(A) − metric(B), resampling clients with replacement
 /// *within each language* (stratified: every resample keeps every language and its client
-/// count, as the metric averages over languages). A and B are recomputed from the same drawn
-/// clients, so the pairing is kept. Percentiles use linear interpolation (numpy's default).
-/// Deterministic for a given `seed`.
+/// count, as the metric averages over languages), then — for clients whose `discordant`
+/// counts are known — the drawn client's `n` test items with replacement, each item keeping
+/// both methods' outcomes (two-stage). Without the second stage a language with a single
+/// evaluated client would contribute no variance at all and the CI would collapse to a point.
+/// A and B are recomputed from the same draws, so the pairing is kept. Percentiles use linear
+/// interpolation (numpy's default). Deterministic for a given `seed`.
 pub fn paired_bootstrap_ci(
     rows: &[ClientPair],
     resamples: usize,
@@ -94,6 +102,17 @@ pub fn paired_bootstrap_ci(
                 "bootstrap: more correct than items in {r:?}"
             )));
         }
+        if let Some((a_only, b_only)) = r.discordant {
+            let consistent = a_only <= r.correct_a
+                && b_only <= r.correct_b
+                && r.correct_a - a_only == r.correct_b - b_only
+                && r.correct_a + b_only <= r.n;
+            if !consistent {
+                return Err(Error::Data(format!(
+                    "bootstrap: discordant counts do not fit the totals in {r:?}"
+                )));
+            }
+        }
         strata.entry(r.language.as_str()).or_default().push(r);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -108,8 +127,27 @@ pub fn paired_bootstrap_ci(
             for _ in 0..clients.len() {
                 let c = clients[rng.random_range(0..clients.len())];
                 n += c.n;
-                a += c.correct_a;
-                b += c.correct_b;
+                match c.discordant {
+                    // Items in the order: A only, B only, both, neither.
+                    Some((a_only, b_only)) => {
+                        let both = c.correct_a - a_only;
+                        for _ in 0..c.n {
+                            let i = rng.random_range(0..c.n);
+                            if i < a_only {
+                                a += 1;
+                            } else if i < a_only + b_only {
+                                b += 1;
+                            } else if i < a_only + b_only + both {
+                                a += 1;
+                                b += 1;
+                            }
+                        }
+                    }
+                    None => {
+                        a += c.correct_a;
+                        b += c.correct_b;
+                    }
+                }
             }
             totals_a.push((n, a));
             totals_b.push((n, b));
@@ -217,6 +255,7 @@ mod tests {
             n,
             correct_a,
             correct_b,
+            discordant: None,
         }
     }
 
@@ -344,6 +383,38 @@ mod tests {
         assert_eq!(discordant(&before, &after)?, (1, 2));
         assert!(flips(&before, &after[..5]).is_err());
         assert!(discordant(&before[..2], &after).is_err());
+        Ok(())
+    }
+
+    /// One client per language: clients alone give a zero-width CI; with the items resampled
+    /// the half-width matches the normal approximation of the paired item difference.
+    #[test]
+    fn bootstrap_resamples_items_of_single_clients() -> Result<()> {
+        let langs = 16;
+        let mut rows: Vec<ClientPair> = (0..langs)
+            .map(|l| row(&format!("l{l}"), 40, 26, 22))
+            .collect();
+        let ci = paired_bootstrap_ci(&rows, 2000, 0.95, 3)?;
+        assert!(close(ci.diff, 10.0, 1e-9) && ci.low == ci.high, "{ci:?}");
+        for r in &mut rows {
+            r.discordant = Some((6, 2)); // 20 right under both, 12 under neither
+        }
+        let ci = paired_bootstrap_ci(&rows, 20_000, 0.95, 3)?;
+        // Per item d ∈ {+1 (6), −1 (2), 0 (32)}: var = 8/40 − 0.1² = 0.19.
+        let se = 100.0 * (0.19 / 40.0 / langs as f64).sqrt();
+        let half = (ci.high - ci.low) / 2.0;
+        assert!(close(ci.diff, 10.0, 1e-9), "{ci:?}");
+        assert!(
+            close(half, 1.96 * se, 0.08),
+            "half-width {half}, normal {}",
+            1.96 * se
+        );
+        assert!(ci.low < 10.0 && ci.high > 10.0);
+        rows[0].discordant = Some((9, 2));
+        assert!(
+            paired_bootstrap_ci(&rows, 10, 0.95, 3).is_err(),
+            "inconsistent counts"
+        );
         Ok(())
     }
 }

@@ -80,7 +80,7 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
         md,
         "Mean over languages of per-language pooled test accuracy (%), mean ± SD over seeds \
          {seeds:?}; Δ = FedP²EFT − method with a 95 % bootstrap CI over clients (stratified by \
-         language, {} resamples, seeds pooled per client; for LoRA (tuned lr), FedP²EFT (tuned lr) − \
+         language, then test items within client, paired; {} resamples, seeds pooled per client; for LoRA (tuned lr), FedP²EFT (tuned lr) − \
          LoRA (tuned lr) when both ran); McNemar: exact two-sided p per seed.\n",
         cfg.eval.bootstrap
     )?;
@@ -114,6 +114,7 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
                             n: r.n,
                             correct_a: r.correct,
                             correct_b: 0,
+                            discordant: None,
                         })
                         .collect();
                     mean_over_languages(&v, |p| p.correct_a)
@@ -271,10 +272,12 @@ fn compare(
                 n: 0,
                 correct_a: 0,
                 correct_b: 0,
+                discordant: Some((0, 0)),
             });
             e.n += ra.n;
             e.correct_a += ra.correct;
             e.correct_b += rb.correct;
+            e.discordant = e.discordant.map(|(p, q)| (p + x, q + y));
         }
         let t = mcnemar_exact(a_only, b_only);
         mcnemar.push((seed, t.a_only, t.b_only, t.p_value));
