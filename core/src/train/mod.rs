@@ -9,6 +9,7 @@ pub use batch::{chunks_by_length, encode_all, make_batch, Batch, Dataset, Encode
 pub use config::TrainConfig;
 pub use eval::{accuracy_of, evaluate, predict_all, Accuracy};
 pub use trainer::{
-    batch_loss, clip_grad_norm, run, train, BatchLoss, ModelTask, Objective, Params,
+    batch_loss, clip_grad_norm, run, run_with, train, BatchLoss, ModelTask, NoHook, Objective,
+    Params, StepHook,
 };
 pub use trainer::{Task, TrainReport};

@@ -20,6 +20,9 @@ use crate::{Error, Result};
 pub struct Params {
     /// LoRA A and B.
     pub ab: Vec<Var>,
+    /// Learning-rate multiplier of each `ab` entry, same order (a method's per-matrix learning
+    /// rates, e.g. FedL2P's); empty = 1 for all.
+    pub ab_lr_scale: Vec<f64>,
     /// λ of BT-LoRA (never clipped).
     pub lambda: Vec<Var>,
     /// Base-model weights (base-model training only).
@@ -195,6 +198,57 @@ impl Task for ModelTask<'_> {
     }
 }
 
+/// What a method does after every optimiser step (e.g. AdaLoRA's importance scores and rank
+/// masking). The variables already hold the updated values; `grads` are the step's gradients
+/// (after clipping), `step` counts from 1 to `total`.
+pub trait StepHook {
+    fn after_step(&mut self, step: usize, total: usize, grads: &GradStore) -> Result<()>;
+}
+
+/// No per-step work (every method but the ones that reallocate ranks while training).
+pub struct NoHook;
+
+impl StepHook for NoHook {
+    fn after_step(&mut self, _: usize, _: usize, _: &GradStore) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One AdamW per distinct multiplier of `params.ab_lr_scale` (AdamW is element-wise, so the
+/// split changes nothing but the learning rate).
+fn ab_optimisers(params: &Params, cfg: &TrainConfig) -> Result<Vec<AdamW>> {
+    if params.ab_lr_scale.is_empty() {
+        return Ok(vec![adamw(params.ab.clone(), cfg.lr_ab, cfg)?]);
+    }
+    if params.ab_lr_scale.len() != params.ab.len() {
+        return Err(Error::Mismatch(format!(
+            "{} learning-rate multipliers for {} A/B matrices",
+            params.ab_lr_scale.len(),
+            params.ab.len()
+        )));
+    }
+    if let Some(m) = params
+        .ab_lr_scale
+        .iter()
+        .find(|m| !m.is_finite() || **m < 0.0)
+    {
+        return Err(Error::Config(format!(
+            "learning-rate multiplier {m} is not a finite value ≥ 0"
+        )));
+    }
+    let mut groups: Vec<(f64, Vec<Var>)> = Vec::new();
+    for (v, &m) in params.ab.iter().zip(&params.ab_lr_scale) {
+        match groups.iter_mut().find(|(g, _)| *g == m) {
+            Some((_, vars)) => vars.push(v.clone()),
+            None => groups.push((m, vec![v.clone()])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(m, vars)| adamw(vars, cfg.lr_ab * m, cfg))
+        .collect()
+}
+
 /// Trains `params` of `model` on `data` for `cfg.epochs` epochs.
 pub fn train(
     model: &SeqClassifier,
@@ -222,6 +276,18 @@ pub fn run(
     phase: &str,
     ctl: &Control,
 ) -> Result<TrainReport> {
+    run_with(task, cfg, params, &mut NoHook, phase, ctl)
+}
+
+/// [`run`] with a method's hook after every optimiser step.
+pub fn run_with(
+    task: &dyn Task,
+    cfg: &TrainConfig,
+    params: &Params,
+    hook: &mut dyn StepHook,
+    phase: &str,
+    ctl: &Control,
+) -> Result<TrainReport> {
     let _compute = crate::runtime::enter();
     if task.is_empty() {
         return Err(Error::EmptyData(format!(
@@ -229,7 +295,7 @@ pub fn run(
         )));
     }
     let start = std::time::Instant::now();
-    let mut opt_ab = adamw(params.ab.clone(), cfg.lr_ab, cfg)?;
+    let mut opt_ab = ab_optimisers(params, cfg)?;
     let mut opt_lambda = adamw(params.lambda.clone(), cfg.lr_lambda, cfg)?;
     let mut opt_base = adamw(params.base.clone(), cfg.lr_base, cfg)?;
     let clipped: Vec<Var> = params.ab.iter().chain(&params.base).cloned().collect();
@@ -256,10 +322,13 @@ pub fn run(
             if let Some(max) = cfg.max_grad_norm {
                 clip_grad_norm(&mut grads, &clipped, max)?;
             }
-            opt_ab.step(&grads)?;
+            for opt in &mut opt_ab {
+                opt.step(&grads)?;
+            }
             opt_lambda.step(&grads)?;
             opt_base.step(&grads)?;
             report.steps += 1;
+            hook.after_step(report.steps, total, &grads)?;
             report.examples_seen += b.size;
             report.tokens_seen += b.tokens;
             epoch_loss += value as f64;
@@ -277,4 +346,162 @@ pub fn run(
     }
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    /// Loss Σ (v − 1)² over all variables; every index is one "example".
+    struct Quadratic(Vec<Var>);
+
+    impl Task for Quadratic {
+        fn len(&self) -> usize {
+            4
+        }
+        fn loss(&self, idx: &[usize]) -> Result<BatchLoss> {
+            let mut total = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu)?;
+            for v in &self.0 {
+                total = (total + (v.as_tensor() - 1.0)?.sqr()?.sum_all()?)?;
+            }
+            Ok(BatchLoss {
+                loss: total,
+                size: idx.len(),
+                tokens: idx.len(),
+            })
+        }
+    }
+
+    struct Count {
+        steps: Vec<(usize, usize)>,
+        watched: Var,
+        saw_grad: bool,
+    }
+
+    impl StepHook for Count {
+        fn after_step(&mut self, step: usize, total: usize, grads: &GradStore) -> Result<()> {
+            self.steps.push((step, total));
+            self.saw_grad |= grads.get(self.watched.as_tensor()).is_some();
+            Ok(())
+        }
+    }
+
+    fn vars() -> Result<(Var, Var)> {
+        let a = Var::from_slice(&[0f32, 2.0], 2, &Device::Cpu)?;
+        let b = Var::from_slice(&[0f32, 2.0], 2, &Device::Cpu)?;
+        Ok((a, b))
+    }
+
+    fn values(v: &Var) -> Result<Vec<f32>> {
+        Ok(v.as_tensor().to_vec1::<f32>()?)
+    }
+
+    #[test]
+    fn per_matrix_multipliers_scale_the_step_and_the_hook_sees_every_step() -> Result<()> {
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 2,
+            lr_ab: 0.1,
+            max_grad_norm: None,
+            weight_decay: 0.0,
+            ..TrainConfig::default()
+        };
+        let (a, b) = vars()?;
+        let params = Params {
+            ab: vec![a.clone(), b.clone()],
+            ab_lr_scale: vec![1.0, 0.0],
+            ..Default::default()
+        };
+        let mut hook = Count {
+            steps: Vec::new(),
+            watched: a.clone(),
+            saw_grad: false,
+        };
+        let task = Quadratic(vec![a.clone(), b.clone()]);
+        let report = run_with(&task, &cfg, &params, &mut hook, "t", &Control::default())?;
+        assert_eq!(report.steps, 4);
+        assert_eq!(hook.steps, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
+        assert!(hook.saw_grad);
+        assert_eq!(values(&b)?, vec![0.0, 2.0], "multiplier 0 freezes b");
+        // Against Adam by hand on one element: g = 2(v − 1), bias-corrected moments.
+        let (mut v, mut m, mut s2) = (0f64, 0f64, 0f64);
+        for t in 1..=4 {
+            let g = 2.0 * (v - 1.0);
+            m = cfg.beta1 * m + (1.0 - cfg.beta1) * g;
+            s2 = cfg.beta2 * s2 + (1.0 - cfg.beta2) * g * g;
+            let m_hat = m / (1.0 - cfg.beta1.powi(t));
+            let s_hat = s2 / (1.0 - cfg.beta2.powi(t));
+            v -= cfg.lr_ab * m_hat / (s_hat.sqrt() + cfg.eps);
+        }
+        let moved = values(&a)?;
+        assert!((f64::from(moved[0]) - v).abs() < 1e-5, "{moved:?} vs {v}");
+        assert!((f64::from(moved[1]) - (2.0 - v)).abs() < 1e-5, "{moved:?}");
+
+        // Multiplier 2 on both equals lr 0.2 without multipliers.
+        let (a2, b2) = vars()?;
+        let scaled = Params {
+            ab: vec![a2.clone(), b2.clone()],
+            ab_lr_scale: vec![2.0, 2.0],
+            ..Default::default()
+        };
+        run(
+            &Quadratic(vec![a2.clone(), b2.clone()]),
+            &cfg,
+            &scaled,
+            "t",
+            &Control::default(),
+        )?;
+        let (a3, b3) = vars()?;
+        let plain = Params {
+            ab: vec![a3.clone(), b3.clone()],
+            ..Default::default()
+        };
+        let cfg2 = TrainConfig {
+            lr_ab: 0.2,
+            ..cfg.clone()
+        };
+        run(
+            &Quadratic(vec![a3.clone(), b3.clone()]),
+            &cfg2,
+            &plain,
+            "t",
+            &Control::default(),
+        )?;
+        assert_eq!(values(&a2)?, values(&a3)?);
+        assert_eq!(values(&b2)?, values(&b3)?);
+
+        let bad = Params {
+            ab: vec![a.clone()],
+            ab_lr_scale: vec![1.0, 1.0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            run(
+                &Quadratic(vec![a.clone()]),
+                &cfg,
+                &bad,
+                "t",
+                &Control::default()
+            ),
+            Err(Error::Mismatch(_))
+        ));
+        let negative = Params {
+            ab: vec![a.clone()],
+            ab_lr_scale: vec![-1.0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            run(
+                &Quadratic(vec![a]),
+                &cfg,
+                &negative,
+                "t",
+                &Control::default()
+            ),
+            Err(Error::Config(_))
+        ));
+        Ok(())
+    }
 }
