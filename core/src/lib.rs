@@ -10,6 +10,7 @@ pub mod federated;
 pub mod home;
 pub mod kernels;
 pub mod mem;
+pub mod method;
 pub mod model;
 pub mod personalize;
 pub mod prune;

@@ -11,7 +11,8 @@ pub fn golden(name: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
-/// A JSON array of token ids.
+/// A JSON array of token ids (not every test that includes this module reads token ids).
+#[allow(dead_code)]
 pub fn u32s(v: &Value) -> Vec<u32> {
     v.as_array()
         .expect("array")

@@ -1,0 +1,6 @@
+//! AdaLoRA (Zhang et al. 2023) as HF peft implements it: SVD-form adapters P·Λ·Q whose
+//! singular values Λ are pruned during training to a budget that falls on a cubic schedule,
+//! by sensitivity importance smoothed with two EMAs.
+pub mod allocator;
+
+pub use allocator::{AllocatorConfig, RankAllocator, Schedule};
