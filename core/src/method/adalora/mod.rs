@@ -2,5 +2,7 @@
 //! singular values Λ are pruned during training to a budget that falls on a cubic schedule,
 //! by sensitivity importance smoothed with two EMAs.
 pub mod allocator;
+pub mod orthogonal;
 
 pub use allocator::{AllocatorConfig, RankAllocator, Schedule};
+pub use orthogonal::orthogonal_penalty;
