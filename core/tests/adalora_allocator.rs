@@ -127,8 +127,8 @@ fn allocator_matches_peft_step_by_step() -> anyhow::Result<()> {
 
 #[test]
 fn bad_allocator_settings_are_refused() {
-    let cfg = AllocatorConfig {
-        target_r: 8,
+    let ok = AllocatorConfig {
+        target_r: 2,
         tinit: 2,
         tfinal: 2,
         delta_t: 1,
@@ -136,23 +136,31 @@ fn bad_allocator_settings_are_refused() {
         beta2: 0.85,
         total_step: 10,
     };
-    assert!(
-        RankAllocator::new(&[(6, 4, 4)], &cfg).is_err(),
-        "target above init"
-    );
-    let short = AllocatorConfig {
-        target_r: 2,
-        total_step: 4,
-        ..cfg.clone()
-    };
-    assert!(
-        RankAllocator::new(&[(6, 4, 4)], &short).is_err(),
-        "no budgeting phase"
-    );
-    let beta = AllocatorConfig {
-        target_r: 2,
-        beta1: 1.0,
-        ..cfg
-    };
-    assert!(RankAllocator::new(&[(6, 4, 4)], &beta).is_err(), "β = 1");
+    let accepted = |cfg: &AllocatorConfig| RankAllocator::new(&[(6, 4, 4)], cfg).is_ok();
+    assert!(accepted(&ok));
+    for (why, bad) in [
+        (
+            "target above init",
+            AllocatorConfig {
+                target_r: 8,
+                ..ok.clone()
+            },
+        ),
+        (
+            "no budgeting phase",
+            AllocatorConfig {
+                total_step: 4,
+                ..ok.clone()
+            },
+        ),
+        (
+            "β = 1",
+            AllocatorConfig {
+                beta1: 1.0,
+                ..ok.clone()
+            },
+        ),
+    ] {
+        assert!(!accepted(&bad), "{why}");
+    }
 }

@@ -398,6 +398,19 @@ mod tests {
         Ok(v.as_tensor().to_vec1::<f32>()?)
     }
 
+    /// Trains fresh a and b with these multipliers; their values after.
+    fn fit(cfg: &TrainConfig, ab_lr_scale: Vec<f64>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (a, b) = vars()?;
+        let params = Params {
+            ab: vec![a.clone(), b.clone()],
+            ab_lr_scale,
+            ..Default::default()
+        };
+        let task = Quadratic(vec![a.clone(), b.clone()]);
+        run(&task, cfg, &params, "t", &Control::default())?;
+        Ok((values(&a)?, values(&b)?))
+    }
+
     #[test]
     fn per_matrix_multipliers_scale_the_step_and_the_hook_sees_every_step() -> Result<()> {
         let cfg = TrainConfig {
@@ -440,66 +453,25 @@ mod tests {
         assert!((f64::from(moved[1]) - (2.0 - v)).abs() < 1e-5, "{moved:?}");
 
         // Multiplier 2 on both equals lr 0.2 without multipliers.
-        let (a2, b2) = vars()?;
-        let scaled = Params {
-            ab: vec![a2.clone(), b2.clone()],
-            ab_lr_scale: vec![2.0, 2.0],
-            ..Default::default()
-        };
-        run(
-            &Quadratic(vec![a2.clone(), b2.clone()]),
-            &cfg,
-            &scaled,
-            "t",
-            &Control::default(),
-        )?;
-        let (a3, b3) = vars()?;
-        let plain = Params {
-            ab: vec![a3.clone(), b3.clone()],
-            ..Default::default()
-        };
         let cfg2 = TrainConfig {
             lr_ab: 0.2,
             ..cfg.clone()
         };
-        run(
-            &Quadratic(vec![a3.clone(), b3.clone()]),
-            &cfg2,
-            &plain,
-            "t",
-            &Control::default(),
-        )?;
-        assert_eq!(values(&a2)?, values(&a3)?);
-        assert_eq!(values(&b2)?, values(&b3)?);
+        assert_eq!(fit(&cfg, vec![2.0, 2.0])?, fit(&cfg2, Vec::new())?);
 
-        let bad = Params {
+        let with = |ab_lr_scale: Vec<f64>| Params {
             ab: vec![a.clone()],
-            ab_lr_scale: vec![1.0, 1.0],
+            ab_lr_scale,
             ..Default::default()
         };
+        let task = Quadratic(vec![a.clone()]);
+        let ctl = Control::default();
         assert!(matches!(
-            run(
-                &Quadratic(vec![a.clone()]),
-                &cfg,
-                &bad,
-                "t",
-                &Control::default()
-            ),
+            run(&task, &cfg, &with(vec![1.0, 1.0]), "t", &ctl),
             Err(Error::Mismatch(_))
         ));
-        let negative = Params {
-            ab: vec![a.clone()],
-            ab_lr_scale: vec![-1.0],
-            ..Default::default()
-        };
         assert!(matches!(
-            run(
-                &Quadratic(vec![a]),
-                &cfg,
-                &negative,
-                "t",
-                &Control::default()
-            ),
+            run(&task, &cfg, &with(vec![-1.0]), "t", &ctl),
             Err(Error::Config(_))
         ));
         Ok(())

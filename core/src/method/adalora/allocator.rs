@@ -22,31 +22,31 @@ pub struct AllocatorConfig {
     pub total_step: usize,
 }
 
-/// The budget schedule over a run of `total_step` steps.
+/// The budget schedule over a run of `cfg.total_step` steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
+    /// Σ init_r over the layers.
     pub init_budget: usize,
+    /// target_r · L.
     pub target_budget: usize,
-    pub tinit: usize,
-    pub tfinal: usize,
-    pub delta_t: usize,
-    pub total_step: usize,
+    pub cfg: AllocatorConfig,
 }
 
 impl Schedule {
     /// (budget, whether to mask) at `step` (1-based), as peft's `budget_schedule`.
     pub fn at(&self, step: usize) -> (usize, bool) {
-        if step <= self.tinit {
+        let c = &self.cfg;
+        if step <= c.tinit {
             return (self.init_budget, false);
         }
-        if step + self.tfinal > self.total_step {
+        if step + c.tfinal > c.total_step {
             return (self.target_budget, true);
         }
-        let span = (self.total_step - self.tfinal - self.tinit) as f64;
-        let mul = 1.0 - (step - self.tinit) as f64 / span;
+        let span = (c.total_step - c.tfinal - c.tinit) as f64;
+        let mul = 1.0 - (step - c.tinit) as f64 / span;
         let spread = (self.init_budget - self.target_budget) as f64;
         let budget = (spread * mul.powi(3) + self.target_budget as f64) as usize;
-        (budget, step % self.delta_t.max(1) == 0)
+        (budget, step % c.delta_t.max(1) == 0)
     }
 }
 
@@ -103,8 +103,6 @@ impl Smoothed {
 /// The allocator's state over the adapted layers, in module order.
 pub struct RankAllocator {
     pub schedule: Schedule,
-    beta1: f32,
-    beta2: f32,
     /// (r, in, out) per layer.
     shapes: Vec<(usize, usize, usize)>,
     state: Vec<[Smoothed; 3]>,
@@ -127,13 +125,8 @@ impl RankAllocator {
             schedule: Schedule {
                 init_budget,
                 target_budget,
-                tinit: cfg.tinit,
-                tfinal: cfg.tfinal,
-                delta_t: cfg.delta_t,
-                total_step: cfg.total_step,
+                cfg: cfg.clone(),
             },
-            beta1: cfg.beta1 as f32,
-            beta2: cfg.beta2 as f32,
             shapes: shapes.to_vec(),
             state: vec![Default::default(); shapes.len()],
         })
@@ -149,7 +142,8 @@ impl RankAllocator {
                 self.shapes.len()
             )));
         }
-        let (b1, b2) = (self.beta1, self.beta2);
+        let c = &self.schedule.cfg;
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
         for ((s, v), g) in self.state.iter_mut().zip(values).zip(grads) {
             s[0].update(v.a, g.a, b1, b2)?;
             s[1].update(v.e, g.e, b1, b2)?;
@@ -206,7 +200,8 @@ impl RankAllocator {
         values: &[Triplet],
         grads: &[Triplet],
     ) -> Result<(usize, Option<Vec<Vec<bool>>>)> {
-        if step + self.schedule.tfinal < self.schedule.total_step {
+        let c = &self.schedule.cfg;
+        if step + c.tfinal < c.total_step {
             self.update(values, grads)?;
         }
         let (budget, mask) = self.schedule.at(step);
