@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 use fedp2eft_core::adapter::{AdapterInit, LoraConfig, PriorConfig};
-use fedp2eft_core::baselines::{learn_lambda, BASELINE_LAMBDA_INIT};
+use fedp2eft_core::method::{learn_lambda, BASELINE_LAMBDA_INIT};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::prune::select_top_by;
 use fedp2eft_core::train::{encode_all, Dataset, TrainConfig};

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedp2eft_core::adapter::{export_peft, LoraConfig, PriorConfig};
+use fedp2eft_core::method::{BtLora, Fedp2eft, Lora, Method};
 use fedp2eft_core::model::{save_base, LoadedModel};
-use fedp2eft_core::personalize::{personalize, PersonalizeConfig, PersonalizeReport, Structure};
+use fedp2eft_core::personalize::{personalize, PersonalizeConfig, PersonalizeReport};
 use fedp2eft_core::psg::Psg;
 
 use crate::bt_lora::{learn, LearnArgs};
@@ -120,13 +121,13 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
         None => bail!("choose where λ comes from: --psg FILE, --bt-lora [--lambda FILE] or --lora"),
     };
     let priors = PriorConfig::default();
-    let structure = match (&psg, &lambda) {
-        (Some(p), _) => Structure::Psg(p),
-        (None, Some(raw)) => Structure::Learned {
+    let method: Box<dyn Method + '_> = match (&psg, &lambda) {
+        (Some(p), _) => Box::new(Fedp2eft::new(p)),
+        (None, Some(raw)) => Box::new(BtLora {
             raw,
             priors: &priors,
-        },
-        (None, None) => Structure::Lora,
+        }),
+        (None, None) => Box::new(Lora),
     };
     let mut cfg = PersonalizeConfig::new(a.budget);
     cfg.lora = LoraConfig {
@@ -143,7 +144,7 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
         &lm.model,
         lm.tokenizer.as_ref(),
         data,
-        structure,
+        method.as_ref(),
         &cfg,
         &bars.control(),
     )?;

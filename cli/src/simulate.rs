@@ -8,10 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedp2eft_core::data::{Benchmark, ClientData, Pool};
-use fedp2eft_core::evaluation::{evaluate_pool, pool_clients, Method, PoolResult};
+use fedp2eft_core::evaluation::{evaluate_pool, pool_clients, PoolResult};
 use fedp2eft_core::federated::convert::layout;
 use fedp2eft_core::federated::http::{Admin, FedClient};
 use fedp2eft_core::federated::RoundConfig;
+use fedp2eft_core::method::{Fedp2eft, Lora, Method};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::PersonalizeConfig;
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
@@ -241,7 +242,8 @@ pub fn run(a: &SimulateArgs, home: &Path) -> Result<()> {
             let mut pc = PersonalizeConfig::new(r);
             pc.lora = cfg.lora.clone();
             pc.train.max_len = a.max_len;
-            for m in [Method::FedP2eft(&psg), Method::Lora] {
+            let methods: [&dyn Method; 2] = [&Fedp2eft::new(&psg), &Lora];
+            for m in methods {
                 results.push(evaluate_pool(
                     &lm.model,
                     lm.tokenizer.as_ref(),

@@ -6,28 +6,10 @@ use serde::Serialize;
 
 use crate::control::Control;
 use crate::data::{multilingual_accuracy, Benchmark, ClientData, Pool};
+use crate::method::Method;
 use crate::model::{SeqClassifier, Tokenize};
-use crate::personalize::{personalize, PersonalizeConfig, Structure};
-use crate::psg::Psg;
+use crate::personalize::{personalize, PersonalizeConfig};
 use crate::Result;
-
-/// How each client gets its rank structure.
-#[derive(Clone, Copy)]
-pub enum Method<'a> {
-    /// FedP²EFT: λ̂ from the (federatedly trained) PSG.
-    FedP2eft(&'a Psg),
-    /// Plain LoRA with rank = budget on every layer.
-    Lora,
-}
-
-impl Method<'_> {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::FedP2eft(_) => "FedP2EFT",
-            Method::Lora => "LoRA",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolResult {
@@ -67,7 +49,7 @@ pub fn evaluate_pool(
     tok: &dyn Tokenize,
     clients: &[&ClientData],
     pool: Pool,
-    method: Method,
+    method: &dyn Method,
     cfg: &PersonalizeConfig,
     ctl: &Control,
 ) -> Result<PoolResult> {
@@ -75,11 +57,7 @@ pub fn evaluate_pool(
     let mut after: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut before: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for c in clients {
-        let structure = match method {
-            Method::FedP2eft(psg) => Structure::Psg(psg),
-            Method::Lora => Structure::Lora,
-        };
-        let r = personalize(base, tok, c, structure, cfg, ctl)?.report;
+        let r = personalize(base, tok, c, method, cfg, ctl)?.report;
         for (map, acc) in [
             (&mut after, r.accuracy_after),
             (&mut before, r.accuracy_before),

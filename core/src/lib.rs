@@ -1,6 +1,5 @@
 //! fedp2eft-core: BT-LoRA, the PSG, budget pruning and on-device personalization.
 pub mod adapter;
-pub mod baselines;
 pub mod control;
 pub mod data;
 pub mod error;

@@ -1,40 +1,19 @@
-//! `personalize(budget)`: features → PSG (or a learned λ) → prune to r·L ranks → fine-tune the
-//! pruned LoRA with λ frozen (CE only, A/B from their base init) → merge. The function both the
-//! FFI and the CLI call.
+//! `personalize(budget)`: the method builds the client's adapters (FedP²EFT: features → PSG →
+//! prune to r·L ranks, λ frozen) → the one training loop fine-tunes them → merge → evaluate.
+//! The function the FFI, the CLI and every evaluation call.
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::adapter::{AdapterInit, LoraConfig, PriorConfig};
+use crate::adapter::LoraConfig;
 use crate::control::{Control, Progress, Stage};
 use crate::data::ClientData;
+use crate::method::{Client, Method, Setup};
 use crate::model::{SeqClassifier, Tokenize};
-use crate::prune::{select_top_by, RankPlan};
-use crate::psg::Psg;
-use crate::train::{accuracy_of, encode_all, evaluate, predict_all, train, Accuracy, Dataset};
-use crate::train::{Objective, Params};
-use crate::train::{TrainConfig, TrainReport};
-use crate::{features, Error, Result};
-
-/// Where the rank-wise scales come from.
-pub enum Structure<'a> {
-    /// FedP²EFT: λ̂ = PSG(features of the client's train set).
-    Psg(&'a Psg),
-    /// The plain LoRA baseline: rank r on every layer, λ fixed at one (with α = 2r its scaling
-    /// equals BT-LoRA's α/r_max = 2).
-    Lora,
-    /// A given λ (L·r_max values), e.g. from a file, or a PSG's λ̂ computed beforehand.
-    Lambda(&'a [f32]),
-    /// The structure-only arm (the authors' rank-only evaluation): ranks chosen by these
-    /// scores (e.g. the PSG's λ̂), every kept λ = 1 — LoRA with the PSG's rank pattern.
-    Ranks(&'a [f32]),
-    /// The BT-LoRA baseline: λ learned on this client; pruned with the clamped values (what the
-    /// authors store), ties among them broken by the raw values.
-    Learned {
-        raw: &'a [f32],
-        priors: &'a PriorConfig,
-    },
-}
+use crate::prune::RankPlan;
+use crate::train::{accuracy_of, encode_all, evaluate, predict_all, run_with, Accuracy, Dataset};
+use crate::train::{ModelTask, TrainConfig, TrainReport};
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PersonalizeConfig {
@@ -113,7 +92,7 @@ pub fn personalize(
     base: &SeqClassifier,
     tok: &dyn Tokenize,
     client: &ClientData,
-    structure: Structure,
+    method: &dyn Method,
     cfg: &PersonalizeConfig,
     ctl: &Control,
 ) -> Result<Personalized> {
@@ -126,15 +105,7 @@ pub fn personalize(
             r_max,
         });
     }
-    if let Structure::Psg(psg) = &structure {
-        psg.check_compatible(&base.model_id(), base.num_adapted())?;
-        if psg.meta.r_max != r_max {
-            return Err(Error::Mismatch(format!(
-                "PSG r_max {} differs from the LoRA config's {r_max}",
-                psg.meta.r_max
-            )));
-        }
-    }
+    method.check(base, &cfg.lora)?;
     for (split, set) in [("train", &client.train), ("test", &client.test)] {
         if set.is_empty() {
             return Err(Error::EmptyData(format!(
@@ -166,55 +137,31 @@ pub fn personalize(
     t.evaluate_s += clock.elapsed().as_secs_f64();
 
     let clock = Instant::now();
-    let mut key = None;
-    let lambda = match structure {
-        Structure::Psg(psg) => {
-            let x = features::extract(base, &train_set, ctl)?;
-            t.features_s = clock.elapsed().as_secs_f64();
-            psg.predict(&x)?
-        }
-        Structure::Lambda(l) => l.to_vec(),
-        Structure::Ranks(scores) => {
-            key = Some(scores);
-            vec![1.0; scores.len()]
-        }
-        // Equal λ everywhere: the tie rule (lower rank index first) keeps ranks 0..r of every
-        // layer only if each layer's first r entries rank above the rest, so build them so.
-        Structure::Lora => (0..base.num_adapted() * r_max)
-            .map(|i| if i % r_max < cfg.budget { 1.0 } else { 0.0 })
-            .collect(),
-        Structure::Learned { raw, priors } => {
-            key = Some(raw);
-            let (lo, hi) = (priors.clamp_min as f32, priors.clamp_max as f32);
-            raw.iter().map(|x| x.clamp(lo, hi)).collect()
-        }
-    };
-    let plan = select_top_by(
-        key.unwrap_or(&lambda),
-        &lambda,
-        base.num_adapted(),
-        r_max,
-        cfg.budget,
-    )?;
-    let mut adapted = base.clone();
-    adapted.clear_adapters();
-    let init = AdapterInit::new(base, cfg.lora.clone())?;
-    init.install(&mut adapted, &plan.keep, &plan.lambda, false)?;
-    t.structure_s = clock.elapsed().as_secs_f64() - t.features_s;
+    let Setup {
+        model: adapted,
+        plan,
+        params,
+        objective,
+        mut hook,
+        features_s,
+    } = method.setup(&Client {
+        base,
+        train: &train_set,
+        budget: cfg.budget,
+        lora: &cfg.lora,
+        ctl,
+    })?;
+    t.features_s = features_s;
+    t.structure_s = clock.elapsed().as_secs_f64() - features_s;
 
     let clock = Instant::now();
-    let params = Params::adapters(&adapted);
-    let finetune = train(
-        &adapted,
-        &train_set,
-        &cfg.train,
-        &params,
-        &Objective::CrossEntropy,
-        "fine-tune",
-        ctl,
-    )?;
+    let task = ModelTask {
+        model: &adapted,
+        data: &train_set,
+        objective: &objective,
+    };
+    let finetune = run_with(&task, &cfg.train, &params, hook.as_mut(), "fine-tune", ctl)?;
     t.finetune_s = clock.elapsed().as_secs_f64();
-
     let clock = Instant::now();
     ctl.cancel.check()?;
     let mut merged = adapted.clone();

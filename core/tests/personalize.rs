@@ -3,8 +3,9 @@
 use candle_core::{Device, Tensor};
 use fedp2eft_core::adapter::LoraConfig;
 use fedp2eft_core::data::{load_emoji, ClientData, EmojiConfig};
+use fedp2eft_core::method::{Fedp2eft, Lora};
 use fedp2eft_core::model::{load_hf, HfTokenizer, SeqClassifier};
-use fedp2eft_core::personalize::{personalize, PersonalizeConfig, Structure};
+use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
 use fedp2eft_core::train::{encode_all, evaluate, Dataset};
 use fedp2eft_core::{CancelToken, Control, Error};
@@ -61,7 +62,7 @@ fn personalize_prunes_to_budget_fine_tunes_and_merges() -> anyhow::Result<()> {
         &f.model,
         &f.tok,
         &f.client,
-        Structure::Lambda(&lam),
+        &Fedp2eft::with_lambda(&lam),
         &cfg,
         &ctl,
     )?;
@@ -104,7 +105,7 @@ fn bad_budgets_labels_and_empty_data_are_typed_errors() -> anyhow::Result<()> {
             &f.model,
             &f.tok,
             &f.client,
-            Structure::Lambda(&lam),
+            &Fedp2eft::with_lambda(&lam),
             &small_cfg(b),
             &ctl,
         );
@@ -116,7 +117,7 @@ fn bad_budgets_labels_and_empty_data_are_typed_errors() -> anyhow::Result<()> {
         &f.model,
         &f.tok,
         &bad,
-        Structure::Lambda(&lam),
+        &Fedp2eft::with_lambda(&lam),
         &small_cfg(2),
         &ctl,
     );
@@ -127,7 +128,7 @@ fn bad_budgets_labels_and_empty_data_are_typed_errors() -> anyhow::Result<()> {
         &f.model,
         &f.tok,
         &empty,
-        Structure::Lambda(&lam),
+        &Fedp2eft::with_lambda(&lam),
         &small_cfg(2),
         &ctl,
     );
@@ -136,7 +137,7 @@ fn bad_budgets_labels_and_empty_data_are_typed_errors() -> anyhow::Result<()> {
         &f.model,
         &f.tok,
         &f.client,
-        Structure::Lambda(&lam[1..]),
+        &Fedp2eft::with_lambda(&lam[1..]),
         &small_cfg(2),
         &ctl,
     );
@@ -154,7 +155,7 @@ fn nan_loss_stops_training_naming_the_step() -> anyhow::Result<()> {
         &f.model,
         &f.tok,
         &f.client,
-        Structure::Lambda(&lam),
+        &Fedp2eft::with_lambda(&lam),
         &small_cfg(2),
         &Control::default(),
     );
@@ -185,7 +186,7 @@ fn cancellation_stops_a_run() -> anyhow::Result<()> {
         &f.model,
         &f.tok,
         &f.client,
-        Structure::Lambda(&lam),
+        &Fedp2eft::with_lambda(&lam),
         &small_cfg(2),
         &ctl,
     );
@@ -218,7 +219,7 @@ fn psg_round_trips_and_refuses_another_model() -> anyhow::Result<()> {
         &f.model,
         &f.tok,
         &f.client,
-        Structure::Psg(&back),
+        &Fedp2eft::new(&back),
         &small_cfg(1),
         &Control::default(),
     )?;
@@ -229,7 +230,7 @@ fn psg_round_trips_and_refuses_another_model() -> anyhow::Result<()> {
         &other,
         &f.tok,
         &f.client,
-        Structure::Psg(&back),
+        &Fedp2eft::new(&back),
         &small_cfg(1),
         &Control::default(),
     );
@@ -248,7 +249,7 @@ fn plain_lora_baseline_has_rank_r_everywhere_and_unit_lambda() -> anyhow::Result
         &f.model,
         &f.tok,
         &f.client,
-        Structure::Lora,
+        &Lora,
         &small_cfg(2),
         &Control::default(),
     )?;
@@ -265,7 +266,7 @@ fn plain_lora_baseline_has_rank_r_everywhere_and_unit_lambda() -> anyhow::Result
 #[test]
 fn pool_evaluation_pools_per_language_and_averages() -> anyhow::Result<()> {
     use fedp2eft_core::data::Pool;
-    use fedp2eft_core::evaluation::{evaluate_pool, pool_clients, Method};
+    use fedp2eft_core::evaluation::{evaluate_pool, pool_clients};
     let f = fixture()?;
     let cfg = EmojiConfig {
         locales: vec!["en".into()],
@@ -280,7 +281,7 @@ fn pool_evaluation_pools_per_language_and_averages() -> anyhow::Result<()> {
         &f.tok,
         &clients,
         Pool::Unseen,
-        Method::Lora,
+        &Lora,
         &small_cfg(2),
         &Control::default(),
     )?;
@@ -292,5 +293,77 @@ fn pool_evaluation_pools_per_language_and_averages() -> anyhow::Result<()> {
         (res.clients, res.budget, res.method.as_str()),
         (2, 2, "LoRA")
     );
+    Ok(())
+}
+
+/// Each method's structure, straight from `Method::setup`: the structure-only arm keeps the
+/// ranks its scores choose with λ = 1; BT-LoRA keeps clamped λ but ranks by the raw values (most
+/// raw λ below the clamp floor would otherwise tie); LoRA keeps ranks 0..r everywhere.
+#[test]
+fn methods_build_their_rank_structures() -> anyhow::Result<()> {
+    use fedp2eft_core::adapter::PriorConfig;
+    use fedp2eft_core::method::{BtLora, Client, Method, PsgRanks};
+    use fedp2eft_core::prune::{select_top, select_top_by};
+    let f = fixture()?;
+    let (l, r_max, budget) = (f.model.num_adapted(), 8, 2);
+    let enc = encode_all(&f.client.train, &f.tok, 32, f.model.num_labels())?;
+    let train = Dataset {
+        examples: &enc,
+        pad_id: 0,
+    };
+    let lora = small_cfg(budget).lora;
+    let ctl = Control::default();
+    let client = Client {
+        base: &f.model,
+        train: &train,
+        budget,
+        lora: &lora,
+        ctl: &ctl,
+    };
+    let scores = ramp_lambda(l, r_max);
+    let ranks = PsgRanks::with_scores(&scores).setup(&client)?;
+    assert_eq!(ranks.plan.keep, select_top(&scores, l, r_max, budget)?.keep);
+    assert!(ranks.plan.lambda.iter().flatten().all(|&v| v == 1.0));
+    assert_eq!(ranks.plan.total_rank(), budget * l);
+
+    let priors = PriorConfig::default();
+    let floor = priors.clamp_min as f32;
+    // Raw λ: all under the floor but distinct, and a few large ones.
+    let raw: Vec<f32> = (0..l * r_max)
+        .map(|i| match i % 37 {
+            0 => 0.5 + i as f32 * 1e-4,
+            _ => floor * (i as f32 / (l * r_max) as f32) * 0.5,
+        })
+        .collect();
+    let bt = BtLora {
+        raw: &raw,
+        priors: &priors,
+    }
+    .setup(&client)?;
+    let clamped: Vec<f32> = raw
+        .iter()
+        .map(|x| x.clamp(floor, priors.clamp_max as f32))
+        .collect();
+    let want = select_top_by(&raw, &clamped, l, r_max, budget)?;
+    assert_eq!(bt.plan, want);
+    assert_ne!(
+        bt.plan.keep,
+        select_top(&clamped, l, r_max, budget)?.keep,
+        "ties at the floor are broken by the raw λ, not by layer order"
+    );
+    let trained: Vec<usize> = bt
+        .model
+        .linears()
+        .iter()
+        .filter_map(|x| x.adapter.as_ref().map(|a| a.rank()))
+        .collect();
+    assert_eq!(trained.iter().sum::<usize>(), budget * l);
+    assert!(
+        bt.params.lambda.is_empty(),
+        "λ stays frozen in the fine-tune"
+    );
+
+    let plain = Lora.setup(&client)?;
+    assert!(plain.plan.keep.iter().all(|k| k == &vec![0, 1]));
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! Features, BT-LoRA stage 1 and PSG stage 2 on MiniLM with a real emoji client.
 use candle_core::{DType, Device};
 use fedp2eft_core::adapter::{AdapterInit, LoraConfig, PriorConfig};
-use fedp2eft_core::baselines::learn_lambda;
 use fedp2eft_core::data::{load_emoji, EmojiConfig};
 use fedp2eft_core::features::{extract, SD_EPS};
+use fedp2eft_core::method::learn_lambda;
 use fedp2eft_core::model::{load_hf, HfTokenizer, SeqClassifier, Tokenize};
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
 use fedp2eft_core::train::{encode_all, make_batch, Dataset, Encoded, TrainConfig};

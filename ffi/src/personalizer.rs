@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 use fedp2eft_core::adapter::export_peft;
 use fedp2eft_core::control::{CancelToken, Control, Stage};
 use fedp2eft_core::data::{load_emoji, ClientData, EmojiConfig, Pool};
+use fedp2eft_core::method::{Fedp2eft, Lora, Method};
 use fedp2eft_core::model::spec::save_model;
 use fedp2eft_core::model::{load_base, load_pretrained, LoadedModel, ModelSpec};
-use fedp2eft_core::personalize::{personalize, PersonalizeConfig, Structure};
+use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::Psg;
 
 use crate::FedError;
@@ -270,16 +271,16 @@ impl Personalizer {
         cfg.train.epochs = options.epochs as usize;
         cfg.train.batch_size = options.batch_size as usize;
         cfg.train.lr_ab = options.learning_rate;
-        let structure = match &psg {
-            Some(p) => Structure::Psg(p),
-            None => Structure::Lora,
+        let method: Box<dyn Method + '_> = match &psg {
+            Some(p) => Box::new(Fedp2eft::new(p)),
+            None => Box::new(Lora),
         };
         let lm = &self.model;
         let out = personalize(
             &lm.model,
             lm.tokenizer.as_ref(),
             &data,
-            structure,
+            method.as_ref(),
             &cfg,
             &ctl,
         )?;

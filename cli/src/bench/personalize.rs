@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use fedp2eft_core::data::{load_emoji, EmojiConfig};
-use fedp2eft_core::personalize::{personalize, PersonalizeConfig, Structure};
+use fedp2eft_core::method::Fedp2eft;
+use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
 use fedp2eft_core::train::encode_all;
 use fedp2eft_core::{home, Control};
@@ -70,7 +71,7 @@ pub fn run(spec: &ModelSpec, shape: Shape, home: &Path, job_dir: Option<&Path>) 
         &lm.model,
         lm.tokenizer.as_ref(),
         data,
-        Structure::Psg(&psg),
+        &Fedp2eft::new(&psg),
         &cfg,
         &Control::default(),
     )

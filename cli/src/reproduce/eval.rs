@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
-use fedp2eft_core::baselines::{learn_lambda, BASELINE_LAMBDA_INIT};
 use fedp2eft_core::data::{multilingual_accuracy, Benchmark, ClientData, Pool};
 use fedp2eft_core::evaluation::pool_clients;
+use fedp2eft_core::method::{learn_lambda, BASELINE_LAMBDA_INIT};
+use fedp2eft_core::method::{BtLora, Fedp2eft, Lora, Method, PsgRanks};
 use fedp2eft_core::model::LoadedModel;
-use fedp2eft_core::personalize::{personalize, PersonalizeConfig, Structure};
+use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::Psg;
 use fedp2eft_core::train::{encode_all, predict_all, Dataset};
 use fedp2eft_core::Control;
@@ -181,18 +182,21 @@ fn tune(
                     if done.contains(&(m, c.id.clone(), budget, lr.to_bits())) {
                         continue;
                     }
-                    let structure = if m == MethodName::Fedp2eftTuned {
+                    let method: Box<dyn Method> = if m == MethodName::Fedp2eftTuned {
                         if lambda_hat.is_none() {
                             let f = features_of(lm, &inner, cfg.model.max_len, ctl)?;
                             lambda_hat = Some(psg.predict(&f)?);
                         }
-                        Structure::Lambda(lambda_hat.as_deref().unwrap_or_default())
+                        Box::new(Fedp2eft::with_lambda(
+                            lambda_hat.as_deref().unwrap_or_default(),
+                        ))
                     } else {
-                        Structure::Lora
+                        Box::new(Lora)
                     };
                     let pc = personalize_cfg(cfg, budget, seed, lr);
                     let tok = lm.tokenizer.as_ref();
-                    let rep = personalize(&lm.model, tok, &inner, structure, &pc, ctl)?.report;
+                    let rep =
+                        personalize(&lm.model, tok, &inner, method.as_ref(), &pc, ctl)?.report;
                     let row = GridRow {
                         method: m,
                         client: c.id.clone(),
@@ -370,21 +374,24 @@ pub fn run(
                             .get(&(m, budget))
                             .copied()
                             .unwrap_or(cfg.eval.finetune.lr_ab);
-                        let structure = match (m, &lambda_hat, &learned) {
-                            (MethodName::Lora | MethodName::LoraTuned, _, _) => Structure::Lora,
+                        let method: Box<dyn Method> = match (m, &lambda_hat, &learned) {
+                            (MethodName::Lora | MethodName::LoraTuned, _, _) => Box::new(Lora),
                             (MethodName::Fedp2eft | MethodName::Fedp2eftTuned, Some(lh), _) => {
-                                Structure::Lambda(lh)
+                                Box::new(Fedp2eft::with_lambda(lh))
                             }
-                            (MethodName::PsgRanks, Some(lh), _) => Structure::Ranks(lh),
-                            (MethodName::BtLora, _, Some(raw)) => Structure::Learned {
+                            (MethodName::PsgRanks, Some(lh), _) => {
+                                Box::new(PsgRanks::with_scores(lh))
+                            }
+                            (MethodName::BtLora, _, Some(raw)) => Box::new(BtLora {
                                 raw,
                                 priors: &cfg.psg.priors,
-                            },
+                            }),
                             _ => continue,
                         };
                         let pc = personalize_cfg(cfg, budget, seed, lr);
                         let t = Instant::now();
-                        let rep = personalize(&lm.model, tok, c, structure, &pc, &ctl)?.report;
+                        let rep =
+                            personalize(&lm.model, tok, c, method.as_ref(), &pc, &ctl)?.report;
                         let r = row(
                             m,
                             budget,

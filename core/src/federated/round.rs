@@ -5,9 +5,9 @@
 use serde::Serialize;
 
 use crate::adapter::{AdapterInit, LoraConfig, PriorConfig};
-use crate::baselines::learn_lambda;
 use crate::control::Control;
 use crate::data::ClientData;
+use crate::method::learn_lambda;
 use crate::model::{SeqClassifier, Tokenize};
 use crate::psg::Psg;
 use crate::train::{encode_all, Dataset, TrainConfig, TrainReport};

@@ -2,6 +2,7 @@
 //! and stage 1 of a FedP²EFT round (there λ starts from the PSG instead of 1e-4).
 use serde::Serialize;
 
+use super::{pruned, Client, Method, Setup};
 use crate::adapter::{read_lambda, AdapterInit, PriorConfig};
 use crate::control::Control;
 use crate::model::SeqClassifier;
@@ -51,4 +52,25 @@ pub fn learn_lambda(
         raw: read_lambda(&model, init.config.r)?,
         report,
     })
+}
+
+/// The BT-LoRA baseline: λ learned on this client by [`learn_lambda`], pruned with the clamped
+/// values (what the authors store), ties among them broken by the raw values, then fine-tuned
+/// with λ frozen.
+pub struct BtLora<'a> {
+    /// The raw learned λ (L·r_max values).
+    pub raw: &'a [f32],
+    pub priors: &'a PriorConfig,
+}
+
+impl Method for BtLora<'_> {
+    fn name(&self) -> &str {
+        "BT-LoRA"
+    }
+
+    fn setup(&self, client: &Client) -> Result<Setup> {
+        let (lo, hi) = (self.priors.clamp_min as f32, self.priors.clamp_max as f32);
+        let clamped: Vec<f32> = self.raw.iter().map(|x| x.clamp(lo, hi)).collect();
+        pruned(client, &clamped, Some(self.raw))
+    }
 }
