@@ -149,6 +149,7 @@ pub fn personalize(
         train: &train_set,
         budget: cfg.budget,
         lora: &cfg.lora,
+        steps: train_enc.len().div_ceil(cfg.train.batch_size.max(1)) * cfg.train.epochs,
         ctl,
     })?;
     t.features_s = features_s;
@@ -162,6 +163,10 @@ pub fn personalize(
     };
     let finetune = run_with(&task, &cfg.train, &params, hook.as_mut(), "fine-tune", ctl)?;
     t.finetune_s = clock.elapsed().as_secs_f64();
+    let plan = match hook.kept() {
+        Some(keep) => final_plan(&adapted, plan, keep)?,
+        None => plan,
+    };
     let clock = Instant::now();
     ctl.cancel.check()?;
     let mut merged = adapted.clone();
@@ -213,5 +218,27 @@ pub fn personalize(
         merged,
         plan,
         report,
+    })
+}
+
+/// The plan after a method that reallocated ranks while training: the surviving rank indices of
+/// every layer with their trained scales.
+fn final_plan(adapted: &SeqClassifier, plan: RankPlan, keep: Vec<Vec<usize>>) -> Result<RankPlan> {
+    let mut lambda = Vec::with_capacity(keep.len());
+    for (lin, k) in adapted.linears().iter().zip(&keep) {
+        let values = match &lin.adapter {
+            Some(a) => a.lambda.tensor().to_vec1::<f32>()?,
+            None => Vec::new(),
+        };
+        lambda.push(
+            k.iter()
+                .map(|&i| values.get(i).copied().unwrap_or(0.0))
+                .collect(),
+        );
+    }
+    Ok(RankPlan {
+        keep,
+        lambda,
+        ..plan
     })
 }

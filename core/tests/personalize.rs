@@ -318,6 +318,7 @@ fn methods_build_their_rank_structures() -> anyhow::Result<()> {
         train: &train,
         budget,
         lora: &lora,
+        steps: 1,
         ctl: &ctl,
     };
     let scores = ramp_lambda(l, r_max);

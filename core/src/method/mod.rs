@@ -1,13 +1,14 @@
 //! Personalization methods behind one interface. A method decides, for one client and budget,
 //! which adapters the base model gets and how the one training loop trains them (objective,
 //! step hook, per-matrix learning rates); `personalize` then fine-tunes, merges and evaluates
-//! whatever the method built. LoRA, BT-LoRA, FedP²EFT and its structure-only arm live here, each
-//! in its own file, with AdaLoRA's pieces beside them.
+//! whatever the method built. LoRA, BT-LoRA, FedP²EFT and its structure-only arm, and AdaLoRA
+//! live here, each in its own file.
 pub mod adalora;
 pub mod bt_lora;
 pub mod fedp2eft;
 pub mod lora;
 
+pub use adalora::{AdaLora, AdaLoraConfig};
 pub use bt_lora::{learn_lambda, BtLora, LearnedLambda, BASELINE_LAMBDA_INIT};
 pub use fedp2eft::{Fedp2eft, PsgRanks};
 pub use lora::Lora;
@@ -27,6 +28,8 @@ pub struct Client<'a> {
     pub budget: usize,
     /// r_max, α and the seed of the A init.
     pub lora: &'a LoraConfig,
+    /// Optimiser steps of the fine-tune to come (AdaLoRA's budget schedule spans them).
+    pub steps: usize,
     pub ctl: &'a Control,
 }
 

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 /// The variables to update, by optimiser group.
 #[derive(Default, Clone)]
 pub struct Params {
-    /// LoRA A and B.
+    /// LoRA A and B (and AdaLoRA's singular values E, trained at the same lr).
     pub ab: Vec<Var>,
     /// Learning-rate multiplier of each `ab` entry, same order (a method's per-matrix learning
     /// rates, e.g. FedL2P's); empty = 1 for all.
@@ -55,6 +55,10 @@ pub enum Objective {
         priors: PriorConfig,
         b0: Vec<Option<Tensor>>,
         n: usize,
+    },
+    /// CE + `weight` × AdaLoRA's orthogonal regulariser over every adapter's A and B.
+    Orthogonal {
+        weight: f64,
     },
 }
 
@@ -113,6 +117,16 @@ pub fn batch_loss(
             }
             let (sig, sp) = prior_terms(&terms, *n, priors)?;
             Ok((((&ce + sig)? + sp)?, ce))
+        }
+        Objective::Orthogonal { weight } => {
+            let pairs: Vec<(&Tensor, &Tensor)> = model
+                .linears()
+                .into_iter()
+                .filter_map(|l| l.adapter.as_ref())
+                .map(|a| (a.a.as_tensor(), a.b.as_tensor()))
+                .collect();
+            let penalty = crate::method::adalora::orthogonal_penalty(&pairs)?;
+            Ok(((&ce + (penalty * *weight)?)?, ce))
         }
     }
 }
@@ -203,6 +217,10 @@ impl Task for ModelTask<'_> {
 /// (after clipping), `step` counts from 1 to `total`.
 pub trait StepHook {
     fn after_step(&mut self, step: usize, total: usize, grads: &GradStore) -> Result<()>;
+    /// The rank indices each layer holds at the end, when the hook changed them (AdaLoRA).
+    fn kept(&self) -> Option<Vec<Vec<usize>>> {
+        None
+    }
 }
 
 /// No per-step work (every method but the ones that reallocate ranks while training).
