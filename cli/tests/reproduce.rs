@@ -85,27 +85,28 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
         "{log}"
     );
     assert!(log["lambda_hat"]["by_type"]["q"].is_number(), "{log}");
-    // 2 pools × 2 languages × 1 client × (base + 5 methods × 1 budget × 2 seeds).
+    // 2 pools × 2 languages × 1 client × (base + 6 methods × 1 budget × 2 seeds).
     let results = out.join("eval/results.jsonl");
     let lines: Vec<String> = std::fs::read_to_string(&results)?
         .lines()
         .map(String::from)
         .collect();
-    assert_eq!(lines.len(), 44);
+    assert_eq!(lines.len(), 52);
     let md = std::fs::read_to_string(out.join("results.md"))?;
     for s in [
         "## seen pool, r = 2",
         "## unseen pool, r = 2",
         "FedP²EFT",
         "LoRA (tuned lr)",
+        "| AdaLoRA |",
         "| hau |",
     ] {
         assert!(md.contains(s), "`{s}` missing from results.md:\n{md}");
     }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
-    // FedP²EFT against LoRA, LoRA (tuned), BT-LoRA, PSG ranks and base, in both pools.
-    assert_eq!(json["pairs"].as_array().map(Vec::len), Some(2 * 5));
+    // FedP²EFT against LoRA, LoRA (tuned), BT-LoRA, AdaLoRA, PSG ranks and base, in both pools.
+    assert_eq!(json["pairs"].as_array().map(Vec::len), Some(2 * 6));
 
     // The figures, as PNG files.
     let o = fedp2eft(&["plot", &out_s])?;
@@ -140,7 +141,7 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
         1,
         "one client redone:\n{stdout}"
     );
-    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 44);
+    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 52);
 
     // A grown grid (a method added) takes the run over: only the new cells are computed.
     let reproduce_with = |cfg_text: String, name: &str| -> Result<Output> {
@@ -171,13 +172,13 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
         "nothing retrained:\n{stdout}"
     );
     // + 4 clients × 2 seeds of the tuned FedP²EFT.
-    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 52);
+    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 60);
     let md = std::fs::read_to_string(out.join("results.md"))?;
     assert!(md.contains("| FedP²EFT (tuned lr) |"), "{md}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
     let pairs = json["pairs"].as_array().cloned().unwrap_or_default();
-    assert_eq!(pairs.len(), 2 * 5);
+    assert_eq!(pairs.len(), 2 * 6);
     assert!(
         pairs
             .iter()

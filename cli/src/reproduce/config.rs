@@ -1,6 +1,7 @@
 //! A reproduction run's configuration (`configs/*.toml`): the data set and its protocol, the
 //! encoder, the base model's FedAvg, the PSG's federated training and the evaluation grid.
 //! Every field has the paper's value as its default where the paper has one.
+use fedp2eft_core::method::AdaLoraConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -129,6 +130,8 @@ pub enum MethodName {
     PsgRanks,
     /// FedP²EFT with the lr of `lr_grid` chosen as for `lora-tuned` (the head-to-head with it).
     Fedp2eftTuned,
+    /// AdaLoRA (peft's, the authors' settings: `eval.adalora`), target rank = budget.
+    Adalora,
 }
 
 impl MethodName {
@@ -141,6 +144,7 @@ impl MethodName {
             MethodName::Fedp2eft => "FedP²EFT",
             MethodName::PsgRanks => "PSG ranks, λ = 1",
             MethodName::Fedp2eftTuned => "FedP²EFT (tuned lr)",
+            MethodName::Adalora => "AdaLoRA",
         }
     }
 
@@ -174,6 +178,8 @@ pub struct EvalConfig {
     /// every fine-tune (the base model and the PSG are trained once).
     pub seeds: Vec<u64>,
     pub methods: Vec<MethodName>,
+    /// AdaLoRA's settings (its own lr, 1e-3, and schedule; the seed follows `seeds`).
+    pub adalora: AdaLoraConfig,
     /// The fine-tune after pruning: 2 epochs, lr 1e-4, batch 32 (λ frozen, CE only).
     pub finetune: TrainConfig,
     /// Learning rates tried for the tuned methods (`lora-tuned`, `fedp2eft-tuned`).
@@ -233,10 +239,12 @@ impl Default for EvalConfig {
                 MethodName::Base,
                 MethodName::Lora,
                 MethodName::BtLora,
+                MethodName::Adalora,
                 MethodName::Fedp2eft,
                 MethodName::PsgRanks,
             ],
             finetune: TrainConfig::default(),
+            adalora: AdaLoraConfig::default(),
             lr_grid: vec![1e-4, 3e-4, 1e-3, 3e-3],
             grid_clients_per_language: 1,
             bootstrap: 10_000,
@@ -265,6 +273,7 @@ impl ReproConfig {
         let mut c = self.clone();
         c.eval = EvalConfig {
             finetune: e.finetune.clone(),
+            adalora: e.adalora.clone(),
             lr_grid: e.lr_grid.clone(),
             grid_clients_per_language: e.grid_clients_per_language,
             ..EvalConfig::default()

@@ -14,7 +14,7 @@ use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
 use fedp2eft_core::data::{multilingual_accuracy, Benchmark, ClientData, Pool};
 use fedp2eft_core::evaluation::pool_clients;
 use fedp2eft_core::method::{learn_lambda, BASELINE_LAMBDA_INIT};
-use fedp2eft_core::method::{BtLora, Fedp2eft, Lora, Method, PsgRanks};
+use fedp2eft_core::method::{AdaLora, AdaLoraConfig, BtLora, Fedp2eft, Lora, Method, PsgRanks};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::Psg;
@@ -365,17 +365,25 @@ pub fn run(
                 } else {
                     None
                 };
+                let adalora = AdaLoraConfig {
+                    seed,
+                    ..cfg.eval.adalora.clone()
+                };
                 for &budget in &cfg.eval.budgets {
                     for &m in methods {
                         if m == MethodName::Base || !todo(m, budget, seed) {
                             continue;
                         }
-                        let lr = tuned
-                            .get(&(m, budget))
-                            .copied()
-                            .unwrap_or(cfg.eval.finetune.lr_ab);
+                        let lr = match m {
+                            MethodName::Adalora => adalora.lr,
+                            _ => tuned
+                                .get(&(m, budget))
+                                .copied()
+                                .unwrap_or(cfg.eval.finetune.lr_ab),
+                        };
                         let method: Box<dyn Method> = match (m, &lambda_hat, &learned) {
                             (MethodName::Lora | MethodName::LoraTuned, _, _) => Box::new(Lora),
+                            (MethodName::Adalora, _, _) => Box::new(AdaLora(&adalora)),
                             (MethodName::Fedp2eft | MethodName::Fedp2eftTuned, Some(lh), _) => {
                                 Box::new(Fedp2eft::with_lambda(lh))
                             }
