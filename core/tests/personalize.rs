@@ -302,7 +302,7 @@ fn pool_evaluation_pools_per_language_and_averages() -> anyhow::Result<()> {
 #[test]
 fn methods_build_their_rank_structures() -> anyhow::Result<()> {
     use fedp2eft_core::adapter::PriorConfig;
-    use fedp2eft_core::method::{BtLora, Client, Method, PsgRanks};
+    use fedp2eft_core::method::{BtLora, Client, Fedp2eft, Method};
     use fedp2eft_core::prune::{select_top, select_top_by};
     let f = fixture()?;
     let (l, r_max, budget) = (f.model.num_adapted(), 8, 2);
@@ -322,7 +322,7 @@ fn methods_build_their_rank_structures() -> anyhow::Result<()> {
         ctl: &ctl,
     };
     let scores = ramp_lambda(l, r_max);
-    let ranks = PsgRanks::with_scores(&scores).setup(&client)?;
+    let ranks = Fedp2eft::with_lambda(&scores).ranks_only().setup(&client)?;
     assert_eq!(ranks.plan.keep, select_top(&scores, l, r_max, budget)?.keep);
     assert!(ranks.plan.lambda.iter().flatten().all(|&v| v == 1.0));
     assert_eq!(ranks.plan.total_rank(), budget * l);

@@ -14,7 +14,7 @@ use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
 use fedp2eft_core::data::{multilingual_accuracy, Benchmark, ClientData, Pool};
 use fedp2eft_core::evaluation::pool_clients;
 use fedp2eft_core::method::{learn_lambda, BASELINE_LAMBDA_INIT};
-use fedp2eft_core::method::{AdaLora, AdaLoraConfig, BtLora, Fedp2eft, Lora, Method, PsgRanks};
+use fedp2eft_core::method::{AdaLora, AdaLoraConfig, BtLora, Fedp2eft, Lora, Method};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::Psg;
@@ -388,7 +388,7 @@ pub fn run(
                                 Box::new(Fedp2eft::with_lambda(lh))
                             }
                             (MethodName::PsgRanks, Some(lh), _) => {
-                                Box::new(PsgRanks::with_scores(lh))
+                                Box::new(Fedp2eft::with_lambda(lh).ranks_only())
                             }
                             (MethodName::BtLora, _, Some(raw)) => Box::new(BtLora {
                                 raw,

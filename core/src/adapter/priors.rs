@@ -34,6 +34,14 @@ impl Default for PriorConfig {
     }
 }
 
+impl PriorConfig {
+    /// λ clamped to [clamp_min, clamp_max]: what the BT-LoRA baseline stores and prunes with.
+    pub fn clamp_lambda(&self, raw: &[f32]) -> Vec<f32> {
+        let (lo, hi) = (self.clamp_min as f32, self.clamp_max as f32);
+        raw.iter().map(|x| x.clamp(lo, hi)).collect()
+    }
+}
+
 /// Clamp with a straight-through gradient: forward = clamp(x), backward = identity.
 pub fn clamp_ste(x: &Tensor, min: f64, max: f64) -> Result<Tensor> {
     let c = x.clamp(min, max)?;

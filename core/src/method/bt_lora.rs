@@ -23,10 +23,7 @@ pub struct LearnedLambda {
 impl LearnedLambda {
     /// λ clamped to [min, max]: what the BT-LoRA baseline stores.
     pub fn clamped(&self, priors: &PriorConfig) -> Vec<f32> {
-        self.raw
-            .iter()
-            .map(|&x| x.clamp(priors.clamp_min as f32, priors.clamp_max as f32))
-            .collect()
+        priors.clamp_lambda(&self.raw)
     }
 }
 
@@ -69,8 +66,6 @@ impl Method for BtLora<'_> {
     }
 
     fn setup(&self, client: &Client) -> Result<Setup> {
-        let (lo, hi) = (self.priors.clamp_min as f32, self.priors.clamp_max as f32);
-        let clamped: Vec<f32> = self.raw.iter().map(|x| x.clamp(lo, hi)).collect();
-        pruned(client, &clamped, Some(self.raw))
+        pruned(client, &self.priors.clamp_lambda(self.raw), Some(self.raw))
     }
 }

@@ -1,5 +1,5 @@
 //! FedP²EFT at test time: λ̂ = PSG(features of the client's training split), the top r·L ranks
-//! kept with their λ̂ frozen; and the structure-only arm (the authors' rank-only evaluation):
+//! kept with their λ̂ frozen; and its structure-only arm (the authors' rank-only evaluation):
 //! the same ranks with every λ = 1.
 use std::time::Instant;
 
@@ -48,67 +48,60 @@ impl Scales<'_> {
     }
 }
 
-/// FedP²EFT: the PSG's λ̂ chooses the ranks and scales them.
+/// FedP²EFT: the PSG's λ̂ chooses the ranks and scales them; or, as the structure-only arm, the
+/// same ranks with every kept λ = 1 (LoRA with the PSG's rank pattern).
 #[derive(Clone, Copy)]
-pub struct Fedp2eft<'a>(Scales<'a>);
+pub struct Fedp2eft<'a> {
+    scales: Scales<'a>,
+    unit_lambda: bool,
+}
 
 impl<'a> Fedp2eft<'a> {
     pub fn new(psg: &'a Psg) -> Self {
-        Self(Scales::Psg(psg))
+        Self {
+            scales: Scales::Psg(psg),
+            unit_lambda: false,
+        }
     }
     /// With a λ̂ (L·r_max values) computed beforehand, or any given λ.
     pub fn with_lambda(lambda: &'a [f32]) -> Self {
-        Self(Scales::Given(lambda))
+        Self {
+            scales: Scales::Given(lambda),
+            unit_lambda: false,
+        }
+    }
+    /// The structure-only arm: λ̂ only ranks, every kept λ = 1.
+    pub fn ranks_only(self) -> Self {
+        Self {
+            unit_lambda: true,
+            ..self
+        }
     }
 }
 
 impl Method for Fedp2eft<'_> {
     fn name(&self) -> &str {
-        "FedP2EFT"
+        if self.unit_lambda {
+            "PSG ranks, λ = 1"
+        } else {
+            "FedP2EFT"
+        }
     }
 
     fn check(&self, base: &SeqClassifier, lora: &LoraConfig) -> Result<()> {
-        self.0.check(base, lora)
+        self.scales.check(base, lora)
     }
 
     fn setup(&self, client: &Client) -> Result<Setup> {
-        let (lambda, features_s) = self.0.of(client)?;
+        let (lambda, features_s) = self.scales.of(client)?;
+        let setup = if self.unit_lambda {
+            pruned(client, &vec![1.0; lambda.len()], Some(&lambda))?
+        } else {
+            pruned(client, &lambda, None)?
+        };
         Ok(Setup {
             features_s,
-            ..pruned(client, &lambda, None)?
-        })
-    }
-}
-
-/// LoRA with the PSG's rank pattern: ranks chosen by λ̂, every kept λ = 1.
-#[derive(Clone, Copy)]
-pub struct PsgRanks<'a>(Scales<'a>);
-
-impl<'a> PsgRanks<'a> {
-    pub fn new(psg: &'a Psg) -> Self {
-        Self(Scales::Psg(psg))
-    }
-    /// Ranks chosen by these scores (e.g. a λ̂ computed beforehand).
-    pub fn with_scores(scores: &'a [f32]) -> Self {
-        Self(Scales::Given(scores))
-    }
-}
-
-impl Method for PsgRanks<'_> {
-    fn name(&self) -> &str {
-        "PSG ranks, λ = 1"
-    }
-
-    fn check(&self, base: &SeqClassifier, lora: &LoraConfig) -> Result<()> {
-        self.0.check(base, lora)
-    }
-
-    fn setup(&self, client: &Client) -> Result<Setup> {
-        let (scores, features_s) = self.0.of(client)?;
-        let ones = vec![1.0; scores.len()];
-        Ok(Setup {
-            features_s,
-            ..pruned(client, &ones, Some(&scores))?
+            ..setup
         })
     }
 }

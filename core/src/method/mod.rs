@@ -10,7 +10,7 @@ pub mod lora;
 
 pub use adalora::{AdaLora, AdaLoraConfig};
 pub use bt_lora::{learn_lambda, BtLora, LearnedLambda, BASELINE_LAMBDA_INIT};
-pub use fedp2eft::{Fedp2eft, PsgRanks};
+pub use fedp2eft::Fedp2eft;
 pub use lora::Lora;
 
 use crate::adapter::{AdapterInit, LoraConfig};
