@@ -32,8 +32,10 @@ if [ -z "${FEDP2EFT_TEST_DATABASE_URL:-}" ]; then
   FEDP2EFT_TEST_DATABASE_URL=$(scripts/postgres-test.sh)
   export FEDP2EFT_TEST_DATABASE_URL
 fi
+# In release: the tests then reuse the dependencies the release build above compiled (the dev
+# profile would compile them all again at opt-level 3), and the numeric tests run optimised.
 step "tests"
-cargo test --workspace
+cargo test --workspace --release
 step "Python binding of fedp2eft-ffi (scripts/ffi-python-test.sh)"
 scripts/ffi-python-test.sh
 step "Kotlin binding of fedp2eft-ffi (scripts/ffi-kotlin-test.sh)"

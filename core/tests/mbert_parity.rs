@@ -40,7 +40,9 @@ fn model_dir() -> Option<PathBuf> {
 
 /// A base64 little-endian f32 array of the golden file as a tensor of `shape`.
 fn tensor(v: &Value, shape: &[usize], dev: &Device) -> anyhow::Result<Tensor> {
-    let bytes = STANDARD.decode(v.as_str().expect("base64 string"))?;
+    let bytes = STANDARD
+        .decode(v.as_str().expect("base64 string"))
+        .map_err(|e| anyhow::anyhow!("golden base64: {e}"))?;
     let vals: Vec<f32> = bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
