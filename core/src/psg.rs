@@ -103,7 +103,8 @@ const NAMES: [&str; 5] = [
     "fc2.bias",
 ];
 
-fn xavier(out: usize, inp: usize, gain: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+/// Xavier-normal init (torch.nn.init.xavier_normal_), seeded: shared with the FedL2P meta-net.
+pub(crate) fn xavier(out: usize, inp: usize, gain: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let std = gain * (2.0 / (inp + out) as f64).sqrt();
     let dist = Normal::new(0.0, std).map_err(|e| Error::Config(e.to_string()))?;
     let v: Vec<f32> = (0..out * inp).map(|_| dist.sample(rng) as f32).collect();

@@ -1,15 +1,17 @@
 //! Personalization methods behind one interface. A method decides, for one client and budget,
 //! which adapters the base model gets and how the one training loop trains them (objective,
 //! step hook, per-matrix learning rates); `personalize` then fine-tunes, merges and evaluates
-//! whatever the method built. LoRA, BT-LoRA, FedP²EFT and its structure-only arm, and AdaLoRA
-//! live here, each in its own file.
+//! whatever the method built. LoRA, BT-LoRA, FedP²EFT and its structure-only arm, AdaLoRA and
+//! FedL2P live here, each in its own file or folder.
 pub mod adalora;
 pub mod bt_lora;
+pub mod fedl2p;
 pub mod fedp2eft;
 pub mod lora;
 
 pub use adalora::{AdaLora, AdaLoraConfig};
 pub use bt_lora::{learn_lambda, BtLora, LearnedLambda, BASELINE_LAMBDA_INIT};
+pub use fedl2p::{Fedl2p, Fedl2pConfig, LrNet, LrNetMeta};
 pub use fedp2eft::Fedp2eft;
 pub use lora::Lora;
 

@@ -20,9 +20,9 @@ use crate::{Error, Result};
 pub struct Params {
     /// LoRA A and B (and AdaLoRA's singular values E, trained at the same lr).
     pub ab: Vec<Var>,
-    /// Learning-rate multiplier of each `ab` entry, same order (a method's per-matrix learning
-    /// rates, e.g. FedL2P's); empty = 1 for all.
-    pub ab_lr_scale: Vec<f64>,
+    /// Learning rate of each `ab` entry, same order (a method's per-matrix learning rates:
+    /// FedL2P's); empty = `TrainConfig::lr_ab` for all.
+    pub ab_lr: Vec<f64>,
     /// λ of BT-LoRA (never clipped).
     pub lambda: Vec<Var>,
     /// Base-model weights (base-model training only).
@@ -232,30 +232,26 @@ impl StepHook for NoHook {
     }
 }
 
-/// One AdamW per distinct multiplier of `params.ab_lr_scale` (AdamW is element-wise, so the
-/// split changes nothing but the learning rate).
+/// One AdamW per distinct learning rate of `params.ab_lr` (AdamW is element-wise, so the split
+/// changes nothing but the learning rate).
 fn ab_optimisers(params: &Params, cfg: &TrainConfig) -> Result<Vec<AdamW>> {
-    if params.ab_lr_scale.is_empty() {
+    if params.ab_lr.is_empty() {
         return Ok(vec![adamw(params.ab.clone(), cfg.lr_ab, cfg)?]);
     }
-    if params.ab_lr_scale.len() != params.ab.len() {
+    if params.ab_lr.len() != params.ab.len() {
         return Err(Error::Mismatch(format!(
-            "{} learning-rate multipliers for {} A/B matrices",
-            params.ab_lr_scale.len(),
+            "{} learning rates for {} A/B matrices",
+            params.ab_lr.len(),
             params.ab.len()
         )));
     }
-    if let Some(m) = params
-        .ab_lr_scale
-        .iter()
-        .find(|m| !m.is_finite() || **m < 0.0)
-    {
+    if let Some(m) = params.ab_lr.iter().find(|m| !m.is_finite() || **m < 0.0) {
         return Err(Error::Config(format!(
-            "learning-rate multiplier {m} is not a finite value ≥ 0"
+            "learning rate {m} is not a finite value ≥ 0"
         )));
     }
     let mut groups: Vec<(f64, Vec<Var>)> = Vec::new();
-    for (v, &m) in params.ab.iter().zip(&params.ab_lr_scale) {
+    for (v, &m) in params.ab.iter().zip(&params.ab_lr) {
         match groups.iter_mut().find(|(g, _)| *g == m) {
             Some((_, vars)) => vars.push(v.clone()),
             None => groups.push((m, vec![v.clone()])),
@@ -263,7 +259,7 @@ fn ab_optimisers(params: &Params, cfg: &TrainConfig) -> Result<Vec<AdamW>> {
     }
     groups
         .into_iter()
-        .map(|(m, vars)| adamw(vars, cfg.lr_ab * m, cfg))
+        .map(|(lr, vars)| adamw(vars, lr, cfg))
         .collect()
 }
 
@@ -416,12 +412,12 @@ mod tests {
         Ok(v.as_tensor().to_vec1::<f32>()?)
     }
 
-    /// Trains fresh a and b with these multipliers; their values after.
-    fn fit(cfg: &TrainConfig, ab_lr_scale: Vec<f64>) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// Trains fresh a and b with these learning rates; their values after.
+    fn fit(cfg: &TrainConfig, ab_lr: Vec<f64>) -> Result<(Vec<f32>, Vec<f32>)> {
         let (a, b) = vars()?;
         let params = Params {
             ab: vec![a.clone(), b.clone()],
-            ab_lr_scale,
+            ab_lr,
             ..Default::default()
         };
         let task = Quadratic(vec![a.clone(), b.clone()]);
@@ -430,7 +426,7 @@ mod tests {
     }
 
     #[test]
-    fn per_matrix_multipliers_scale_the_step_and_the_hook_sees_every_step() -> Result<()> {
+    fn per_matrix_learning_rates_set_the_step_and_the_hook_sees_every_step() -> Result<()> {
         let cfg = TrainConfig {
             epochs: 2,
             batch_size: 2,
@@ -442,7 +438,7 @@ mod tests {
         let (a, b) = vars()?;
         let params = Params {
             ab: vec![a.clone(), b.clone()],
-            ab_lr_scale: vec![1.0, 0.0],
+            ab_lr: vec![0.1, 0.0],
             ..Default::default()
         };
         let mut hook = Count {
@@ -455,7 +451,7 @@ mod tests {
         assert_eq!(report.steps, 4);
         assert_eq!(hook.steps, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
         assert!(hook.saw_grad);
-        assert_eq!(values(&b)?, vec![0.0, 2.0], "multiplier 0 freezes b");
+        assert_eq!(values(&b)?, vec![0.0, 2.0], "learning rate 0 freezes b");
         // Against Adam by hand on one element: g = 2(v − 1), bias-corrected moments.
         let (mut v, mut m, mut s2) = (0f64, 0f64, 0f64);
         for t in 1..=4 {
@@ -470,16 +466,16 @@ mod tests {
         assert!((f64::from(moved[0]) - v).abs() < 1e-5, "{moved:?} vs {v}");
         assert!((f64::from(moved[1]) - (2.0 - v)).abs() < 1e-5, "{moved:?}");
 
-        // Multiplier 2 on both equals lr 0.2 without multipliers.
+        // lr 0.2 on both equals lr_ab 0.2 without per-matrix rates.
         let cfg2 = TrainConfig {
             lr_ab: 0.2,
             ..cfg.clone()
         };
-        assert_eq!(fit(&cfg, vec![2.0, 2.0])?, fit(&cfg2, Vec::new())?);
+        assert_eq!(fit(&cfg, vec![0.2, 0.2])?, fit(&cfg2, Vec::new())?);
 
-        let with = |ab_lr_scale: Vec<f64>| Params {
+        let with = |ab_lr: Vec<f64>| Params {
             ab: vec![a.clone()],
-            ab_lr_scale,
+            ab_lr,
             ..Default::default()
         };
         let task = Quadratic(vec![a.clone()]);

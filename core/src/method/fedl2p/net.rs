@@ -1,0 +1,177 @@
+//! The meta-net (the authors' ClampLRNet): Linear(2L, h) · ReLU · Linear(h, h) · ReLU ·
+//! Linear(h, 2L), clamped to [0, clamp_max] with a straight-through gradient, gives one
+//! learning-rate multiplier per A and per B matrix (module order, A before B); each is
+//! multiplied by that matrix's own federated base learning rate.
+use candle_core::{Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::Fedl2pConfig;
+use crate::adapter::clamp_ste;
+use crate::psg::{xavier, FEATURE_LAYOUT};
+use crate::{Error, Result};
+
+/// What a meta-net was built for; checked when it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LrNetMeta {
+    /// Identifier of the base model (`SeqClassifier::model_id`).
+    pub base_model: String,
+    /// L: adapted linears; the net reads 2L features and writes 2L learning rates.
+    pub num_layers: usize,
+    pub feature_layout: String,
+}
+
+impl LrNetMeta {
+    pub fn new(base_model: impl Into<String>, num_layers: usize) -> Self {
+        Self {
+            base_model: base_model.into(),
+            num_layers,
+            feature_layout: FEATURE_LAYOUT.into(),
+        }
+    }
+
+    pub fn check_compatible(&self, base_model: &str, num_layers: usize) -> Result<()> {
+        if self.num_layers != num_layers || self.base_model != base_model {
+            return Err(Error::Mismatch(format!(
+                "FedL2P meta-net was trained for `{}` (L = {}), not for `{base_model}` (L = {num_layers})",
+                self.base_model, self.num_layers
+            )));
+        }
+        if self.feature_layout != FEATURE_LAYOUT {
+            return Err(Error::Mismatch(format!(
+                "FedL2P feature layout `{}` is not supported",
+                self.feature_layout
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LrNet {
+    pub meta: LrNetMeta,
+    pub config: Fedl2pConfig,
+    /// fc1 (h, 2L), fc2 (h, h), fc3 (2L, h) and their biases.
+    pub layers: [(Var, Var); 3],
+    /// The base learning rate of every matrix (2L), learned and federated with the net.
+    pub inner_lr: Var,
+}
+
+/// File and wire names, in `vars()` order.
+pub const LRNET_NAMES: [&str; 7] = [
+    "fc1.weight",
+    "fc1.bias",
+    "fc2.weight",
+    "fc2.bias",
+    "fc3.weight",
+    "fc3.bias",
+    "inner_lr",
+];
+
+impl LrNet {
+    pub fn new(meta: LrNetMeta, config: Fedl2pConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        if meta.num_layers == 0 {
+            return Err(Error::Config("FedL2P meta-net for L = 0 layers".into()));
+        }
+        let io = 2 * meta.num_layers;
+        let h = config.hidden;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let layer = |out: usize, inp: usize, rng: &mut ChaCha8Rng| -> Result<(Var, Var)> {
+            let w = xavier(out, inp, config.init_gain, rng)?;
+            let b = Tensor::full(config.init_bias as f32, out, &Device::Cpu)?;
+            Ok((Var::from_tensor(&w)?, Var::from_tensor(&b)?))
+        };
+        let layers = [
+            layer(h, io, &mut rng)?,
+            layer(h, h, &mut rng)?,
+            layer(io, h, &mut rng)?,
+        ];
+        let inner_lr = Var::from_tensor(&Tensor::full(
+            config.inner_lr_init as f32,
+            io,
+            &Device::Cpu,
+        )?)?;
+        Ok(Self {
+            meta,
+            config,
+            layers,
+            inner_lr,
+        })
+    }
+
+    /// An independent copy: `clone()` shares the variables.
+    pub fn duplicate(&self) -> Result<Self> {
+        let copy = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().copy()?)?) };
+        let mut layers = self.layers.clone();
+        for (w, b) in &mut layers {
+            *w = copy(w)?;
+            *b = copy(b)?;
+        }
+        Ok(Self {
+            meta: self.meta.clone(),
+            config: self.config.clone(),
+            layers,
+            inner_lr: copy(&self.inner_lr)?,
+        })
+    }
+
+    /// The meta-net's weights and biases (without `inner_lr`), in file order.
+    pub fn net_vars(&self) -> Vec<Var> {
+        self.layers
+            .iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect()
+    }
+
+    /// Every variable under its name, in file order.
+    pub fn named_vars(&self) -> Vec<(&'static str, Var)> {
+        let mut vars = self.net_vars();
+        vars.push(self.inner_lr.clone());
+        LRNET_NAMES.iter().copied().zip(vars).collect()
+    }
+
+    fn check_features(&self, features: &[f32]) -> Result<()> {
+        let want = 2 * self.meta.num_layers;
+        if features.len() != want {
+            return Err(Error::Mismatch(format!(
+                "FedL2P meta-net expects {want} features (L = {}), got {}",
+                self.meta.num_layers,
+                features.len()
+            )));
+        }
+        if features.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Data(
+                "FedL2P features contain NaN or infinity".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The clamped multipliers (2L,), tracking gradients to the net's variables.
+    pub fn forward(&self, features: &[f32]) -> Result<Tensor> {
+        self.check_features(features)?;
+        let mut h = Tensor::from_slice(features, (1, features.len()), &Device::Cpu)?;
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
+            if i + 1 < self.layers.len() {
+                h = h.relu()?;
+            }
+        }
+        clamp_ste(&h.squeeze(0)?, 0.0, self.config.clamp_max)
+    }
+
+    /// The learning rate of every A and B matrix: multiplier × base rate, as plain numbers.
+    pub fn learning_rates(&self, features: &[f32]) -> Result<Vec<f64>> {
+        let _compute = crate::runtime::enter();
+        let m = self.forward(features)?.detach().to_vec1::<f32>()?;
+        let base = self.inner_lr.as_tensor().to_vec1::<f32>()?;
+        // A base rate pushed below zero by its meta step would make AdamW ascend: clamp at 0.
+        Ok(m.iter()
+            .zip(&base)
+            .map(|(&m, &b)| f64::from(m) * f64::from(b.max(0.0)))
+            .collect())
+    }
+}
