@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod stats;
 pub mod train;
 pub mod train_base;
+pub mod var_file;
 
 pub use control::{CancelToken, Control, Progress, Stage};
 pub use error::{Error, Result};

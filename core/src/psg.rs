@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -13,7 +13,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::clamp_ste;
-use crate::{Error, Result};
+use crate::{var_file, Error, Result};
 
 /// The only feature layout so far: (mean, sd) of each adapted linear's input, module order.
 pub const FEATURE_LAYOUT: &str = "mean-sd-interleaved/adapted-linear-input/module-order/v1";
@@ -248,74 +248,17 @@ impl Psg {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut md = HashMap::new();
         md.insert("format".to_string(), FORMAT.to_string());
-        md.insert("meta".to_string(), json(&self.meta)?);
-        md.insert("config".to_string(), json(&self.config)?);
-        let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = NAMES
-            .iter()
-            .zip(self.vars())
-            .map(|(n, v)| {
-                let data = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Ok((n.to_string(), v.dims().to_vec(), bytes))
-            })
-            .collect::<Result<_>>()?;
-        let views = bufs
-            .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::format("psg", path, e.to_string()))?;
-        let bytes = safetensors::serialize(views, Some(md))
-            .map_err(|e| Error::format("psg", path, e.to_string()))?;
-        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+        md.insert("meta".to_string(), var_file::json(&self.meta)?);
+        md.insert("config".to_string(), var_file::json(&self.config)?);
+        var_file::save(path, "psg", md, &self.named_vars())
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bad = |r: String| Error::format("psg", path, r);
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let md = header.metadata().clone().unwrap_or_default();
-        if md.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad("not a fedp2eft PSG (metadata `format` missing)".into()));
-        }
-        let field = |k: &str| {
-            md.get(k)
-                .ok_or_else(|| bad(format!("metadata `{k}` missing")))
-        };
-        let meta: PsgMeta = serde_json::from_str(field("meta")?).map_err(|e| bad(e.to_string()))?;
-        let config: PsgConfig =
-            serde_json::from_str(field("config")?).map_err(|e| bad(e.to_string()))?;
-        let psg = Psg::new(meta, config, 0)?;
-        for (name, var) in NAMES.iter().zip(psg.vars()) {
-            let view = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
-            if view.dtype() != safetensors::Dtype::F32 || view.shape() != var.dims() {
-                return Err(bad(format!(
-                    "{name}: expected f32 {:?}, found {:?} {:?}",
-                    var.dims(),
-                    view.dtype(),
-                    view.shape()
-                )));
-            }
-            let t = Tensor::from_raw_buffer(view.data(), DType::F32, view.shape(), &Device::Cpu)?;
-            if t.flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .any(|x| !x.is_finite())
-            {
-                return Err(bad(format!("{name} holds NaN or infinity")));
-            }
-            var.set(&t)?;
-        }
+        let file = var_file::Loaded::read(path, "psg", FORMAT, "PSG")?;
+        let psg = Psg::new(file.field("meta")?, file.field("config")?, 0)?;
+        file.fill(&psg.named_vars())?;
         Ok(psg)
     }
-}
-
-fn json<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Config(e.to_string()))
 }
 
 #[cfg(test)]

@@ -295,3 +295,46 @@ fn meta_training_updates_the_net_and_refuses_what_it_cannot_serve() -> anyhow::R
     ));
     Ok(())
 }
+
+#[test]
+fn a_meta_net_file_round_trips_and_nothing_else_reads_as_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let net = LrNet::new(LrNetMeta::new("m", 3), Fedl2pConfig::default(), 5)?;
+    net.inner_lr.set(&Tensor::from_slice(
+        &[1e-4f32, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4],
+        6,
+        &Device::Cpu,
+    )?)?;
+    let path = dir.path().join("lrnet.safetensors");
+    net.save(&path)?;
+    let back = LrNet::load(&path)?;
+    assert_eq!((&back.meta, &back.config), (&net.meta, &net.config));
+    let x = [0.5f32, 1.0, -0.2, 0.7, 0.1, 0.3];
+    assert_eq!(back.learning_rates(&x)?, net.learning_rates(&x)?);
+
+    let psg = fedp2eft_core::psg::Psg::new(
+        fedp2eft_core::psg::PsgMeta {
+            base_model: "m".into(),
+            num_layers: 3,
+            r_max: 4,
+            feature_layout: fedp2eft_core::psg::FEATURE_LAYOUT.into(),
+        },
+        Default::default(),
+        0,
+    )?;
+    let psg_path = dir.path().join("psg.safetensors");
+    psg.save(&psg_path)?;
+    assert!(matches!(LrNet::load(&psg_path), Err(Error::Format { .. })));
+    assert!(matches!(
+        fedp2eft_core::psg::Psg::load(&path),
+        Err(Error::Format { .. })
+    ));
+    net.layers[1]
+        .1
+        .set(&Tensor::full(f32::NAN, 100, &Device::Cpu)?)?;
+    net.save(&path)?;
+    assert!(matches!(LrNet::load(&path), Err(Error::Format { .. })));
+    std::fs::write(&path, b"truncated")?;
+    assert!(matches!(LrNet::load(&path), Err(Error::Format { .. })));
+    Ok(())
+}

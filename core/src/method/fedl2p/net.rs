@@ -2,6 +2,9 @@
 //! Linear(h, 2L), clamped to [0, clamp_max] with a straight-through gradient, gives one
 //! learning-rate multiplier per A and per B matrix (module order, A before B); each is
 //! multiplied by that matrix's own federated base learning rate.
+use std::collections::HashMap;
+use std::path::Path;
+
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -9,7 +12,9 @@ use rand_chacha::ChaCha8Rng;
 use super::Fedl2pConfig;
 use crate::adapter::clamp_ste;
 use crate::psg::{xavier, FEATURE_LAYOUT};
-use crate::{Error, Result};
+use crate::{var_file, Error, Result};
+
+const FORMAT: &str = "fedp2eft-fedl2p-lrnet";
 
 /// What a meta-net was built for; checked when it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -173,5 +178,20 @@ impl LrNet {
             .zip(&base)
             .map(|(&m, &b)| f64::from(m) * f64::from(b.max(0.0)))
             .collect())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut md = HashMap::new();
+        md.insert("format".to_string(), FORMAT.to_string());
+        md.insert("meta".to_string(), var_file::json(&self.meta)?);
+        md.insert("config".to_string(), var_file::json(&self.config)?);
+        var_file::save(path, "fedl2p meta-net", md, &self.named_vars())
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = var_file::Loaded::read(path, "fedl2p meta-net", FORMAT, "FedL2P meta-net")?;
+        let net = LrNet::new(file.field("meta")?, file.field("config")?, 0)?;
+        file.fill(&net.named_vars())?;
+        Ok(net)
     }
 }
