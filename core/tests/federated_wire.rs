@@ -55,3 +55,28 @@ fn fedavg_of_two_psgs_is_their_weighted_mean() -> anyhow::Result<()> {
     assert!(from_params(&other, PsgConfig::default(), &avg).is_err());
     Ok(())
 }
+
+#[test]
+fn a_fedl2p_meta_net_survives_the_wire_and_is_not_read_as_a_psg() -> anyhow::Result<()> {
+    use fedp2eft_core::federated::convert::{lr_net_from_params, lr_net_layout, lr_net_to_params};
+    use fedp2eft_core::method::{Fedl2pConfig, LrNet, LrNetMeta};
+    let cfg = Fedl2pConfig {
+        hidden: 5,
+        ..Default::default()
+    };
+    let net = LrNet::new(LrNetMeta::new("test-model|L3", 3), cfg, 9)?;
+    let lay = lr_net_layout(&net, 2);
+    let spec = lay.spec()?;
+    let bytes = lr_net_to_params(&net)?.encode(&UpdateMeta::new("run-1", 0, "c1", 7))?;
+    let (params, _): (PsgParams, UpdateMeta) =
+        PsgParams::decode(&bytes, &spec, &Limits::for_spec(&spec))?;
+    let back = lr_net_from_params(&lay, Fedl2pConfig::default(), &params)?;
+    assert_eq!(back.config.hidden, 5);
+    let x: Vec<f32> = (0..6).map(|i| i as f32 * 0.3 - 0.5).collect();
+    assert_eq!(net.learning_rates(&x)?, back.learning_rates(&x)?);
+    // The layouts keep the two apart in both directions.
+    let p = psg(1)?;
+    assert!(from_params(&lay, PsgConfig::default(), &params).is_err());
+    assert!(lr_net_from_params(&layout(&p), Fedl2pConfig::default(), &to_params(&p)?).is_err());
+    Ok(())
+}

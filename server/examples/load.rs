@@ -623,6 +623,8 @@ async fn main() -> Result<()> {
             .join("fedp2eft-server"),
     };
     let layout = PsgLayout {
+        kind: fedp2eft_wire::NetKind::Psg,
+        hidden: None,
         base_model: "multilingual-e5-small".into(),
         num_layers: args.layers,
         r_max: args.r_max,

@@ -11,7 +11,7 @@ use common::*;
 use fedp2eft_server::{app, close, AppState, Config};
 use fedp2eft_wire::{
     routes, Enrolled, ErrorBody, ErrorCode, RoundState, RoundStatus, RunCreated, RunStatus, Task,
-    UploadAccepted,
+    UpdateMeta, UploadAccepted,
 };
 use serde::de::DeserializeOwned;
 use tower::ServiceExt;
@@ -244,6 +244,56 @@ async fn two_rounds_with_three_clients_average_by_hand(backend: Backend) -> Test
             (2, expected_digest.as_str())
         );
     }
+    Ok(())
+}
+
+/// FedL2P's learning-rate net is federated through the same routes and FedAvg: a run created
+/// with its layout serves it with that layout and averages its tensors by hand.
+async fn a_learning_rate_net_run_averages_like_a_psg_run(backend: Backend) -> TestResult {
+    let api = Api::new(backend).await;
+    let layout = lr_net_layout();
+    let spec = layout.spec()?;
+    let run = fedp2eft_wire::CreateRun {
+        layout: layout.clone(),
+        ..create_run("l", 1.0, 1, 1.0)
+    };
+    let body = params_for(&spec, 0.0).encode(&run)?;
+    let reply = api
+        .send(Method::POST, routes::CREATE_RUN, Some(ADMIN), body, false)
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let clients = [("a", 1.0f32, 3u64), ("b", 5.0, 1)];
+    let mut tokens = Vec::new();
+    for (c, ..) in clients {
+        tokens.push(api.token("l", c, "seen").await);
+    }
+    for ((c, base, n), token) in clients.iter().zip(&tokens) {
+        let Task::Train(task) = api.task("l", token).await else {
+            panic!("{c} should train");
+        };
+        let phi = api.get(&task.psg.psg, Some(token)).await;
+        assert_eq!(decode_for(&spec, &phi.body).1.layout, layout);
+        let body = params_for(&spec, *base).encode(&UpdateMeta::new("l", 0, *c, *n))?;
+        assert_eq!(api.upload("l", 0, token, body).await.status, StatusCode::OK);
+    }
+    let next = api.get(&routes::psg("l", 1), Some(ADMIN)).await;
+    let (phi, meta) = decode_for(&spec, &next.body);
+    assert_eq!(
+        (meta.round, meta.layout.kind),
+        (1, fedp2eft_wire::NetKind::LrNet)
+    );
+    assert!(phi.bit_eq(&hand_fedavg_for(&spec, &[(1.0, 3), (5.0, 1)])));
+    // A PSG-shaped update is refused in this run.
+    let psg_shaped = params(1.0).encode(&UpdateMeta::new("l", 1, "a", 1))?;
+    assert_ne!(
+        api.upload("l", 1, &tokens[0], psg_shaped).await.status,
+        StatusCode::OK
+    );
     Ok(())
 }
 
@@ -595,6 +645,7 @@ async fn every_documented_route_is_served(backend: Backend) -> TestResult {
 
 store_tests!(
     two_rounds_with_three_clients_average_by_hand,
+    a_learning_rate_net_run_averages_like_a_psg_run,
     refused_requests_answer_their_status_and_change_nothing,
     body_over_the_server_limit_is_413,
     repeated_uploads_count_once,

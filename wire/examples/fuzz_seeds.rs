@@ -7,6 +7,8 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     // Must match the spec in wire/fuzz/fuzz_targets/decode_upload.rs.
     let layout = PsgLayout {
+        kind: fedp2eft_wire::NetKind::Psg,
+        hidden: None,
         base_model: "fuzz".into(),
         num_layers: 2,
         r_max: 3,

@@ -33,6 +33,6 @@ pub use run::{
     CreateRun, RunCreated, RunState, RunStatus, Stage2, MAX_DEADLINE_S, MAX_ROUNDS,
     MAX_STAGE2_STEPS,
 };
-pub use spec::{PsgLayout, PsgSpec, MAX_LABEL_LEN, PSG_TENSOR_NAMES};
+pub use spec::{NetKind, PsgLayout, PsgSpec, LRNET_TENSOR_NAMES, MAX_LABEL_LEN, PSG_TENSOR_NAMES};
 pub use task::{PsgRef, Task, TrainTask};
 pub use version::{check_protocol, API_PREFIX, PROTOCOL_VERSION};

@@ -107,8 +107,13 @@ impl PayloadMeta for RoundMeta {
         self.layout.validate().map_err(as_meta)?;
         if self.layout.spec()? != *spec {
             return Err(Error::MetadataInvalid(format!(
-                "layout (L = {}, r_max = {}, hidden_mul = {}) does not match the expected PSG",
-                self.layout.num_layers, self.layout.r_max, self.layout.hidden_mul
+                "layout ({:?}, L = {}, r_max = {}, hidden_mul = {}, hidden = {:?}) does not match \
+                 the expected network",
+                self.layout.kind,
+                self.layout.num_layers,
+                self.layout.r_max,
+                self.layout.hidden_mul,
+                self.layout.hidden
             )));
         }
         Ok(())

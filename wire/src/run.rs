@@ -198,6 +198,8 @@ mod tests {
 
     fn layout() -> PsgLayout {
         PsgLayout {
+            kind: crate::NetKind::Psg,
+            hidden: None,
             base_model: "sentence-transformers/all-MiniLM-L6-v2".into(),
             num_layers: 12,
             r_max: 32,

@@ -15,6 +15,17 @@ pub const PSG_TENSOR_NAMES: [&str; 5] = [
     "fc2.bias",
 ];
 
+/// Tensor names of FedL2P's learning-rate net, in core's order (core/src/method/fedl2p/net.rs).
+pub const LRNET_TENSOR_NAMES: [&str; 7] = [
+    "fc1.weight",
+    "fc1.bias",
+    "fc2.weight",
+    "fc2.bias",
+    "fc3.weight",
+    "fc3.bias",
+    "inner_lr",
+];
+
 /// Longest `base_model` / `feature_layout` string: bounds the payload header.
 pub const MAX_LABEL_LEN: usize = 256;
 
@@ -73,6 +84,35 @@ impl PsgSpec {
         ];
         Self::new(
             PSG_TENSOR_NAMES
+                .iter()
+                .map(|n| n.to_string())
+                .zip(shapes)
+                .collect(),
+        )
+    }
+
+    /// FedL2P's learning-rate net for L adapted linears: input 2L, two hidden layers of `hidden`
+    /// units, output 2L (one rate multiplier per A and B matrix), and the 2L base rates.
+    pub fn for_lr_net(num_layers: usize, hidden: usize) -> Result<Self> {
+        if num_layers == 0 || hidden == 0 {
+            return Err(Error::InvalidSpec(format!(
+                "num_layers {num_layers}, hidden {hidden} must be > 0"
+            )));
+        }
+        let io = num_layers
+            .checked_mul(2)
+            .ok_or_else(|| Error::InvalidSpec("learning-rate net dimensions overflow".into()))?;
+        let shapes = [
+            vec![hidden, io],
+            vec![hidden],
+            vec![hidden, hidden],
+            vec![hidden],
+            vec![io, hidden],
+            vec![io],
+            vec![io],
+        ];
+        Self::new(
+            LRNET_TENSOR_NAMES
                 .iter()
                 .map(|n| n.to_string())
                 .zip(shapes)
@@ -153,24 +193,62 @@ pub(crate) fn check_names<'a>(
     }
 }
 
-/// The model facts a PSG is built for; the spec derives from them. Field names follow core's
-/// `PsgMeta` and `PsgConfig::hidden_mul`.
+/// Which network a run federates. Both read the same client features and travel in the same
+/// messages; only their tensors differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetKind {
+    /// FedP²EFT's PSG (λ̂ for L · r_max ranks).
+    #[default]
+    Psg,
+    /// FedL2P's learning-rate net (a rate for each of the 2L LoRA matrices).
+    LrNet,
+}
+
+impl NetKind {
+    pub fn is_psg(&self) -> bool {
+        *self == NetKind::Psg
+    }
+}
+
+/// The model facts a run's network is built for; the spec derives from them. Field names
+/// follow core's `PsgMeta` and `PsgConfig::hidden_mul`. `kind` is omitted for a PSG, so PSG
+/// layouts read and write as before it existed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PsgLayout {
-    /// Identifier of the base model the PSG's λ̂ apply to.
+    #[serde(default, skip_serializing_if = "NetKind::is_psg")]
+    pub kind: NetKind,
+    /// Identifier of the base model the network's outputs apply to.
     pub base_model: String,
     /// L: number of adapted linears.
     pub num_layers: usize,
+    /// The PSG's ranks per layer; for a learning-rate net, the LoRA rank its rates are for.
     pub r_max: usize,
+    /// PSG only: hidden = hidden_mul · 2L (0 or absent for a learning-rate net).
+    #[serde(default)]
     pub hidden_mul: usize,
-    /// Which per-layer statistics form the PSG input (core's `FEATURE_LAYOUT`).
+    /// Learning-rate net only: the width of its two hidden layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    /// Which per-layer statistics form the network's input (core's `FEATURE_LAYOUT`).
     pub feature_layout: String,
 }
 
 impl PsgLayout {
     pub fn spec(&self) -> Result<PsgSpec> {
-        PsgSpec::for_psg(self.num_layers, self.r_max, self.hidden_mul)
+        match (self.kind, self.hidden) {
+            (NetKind::Psg, None) => PsgSpec::for_psg(self.num_layers, self.r_max, self.hidden_mul),
+            (NetKind::LrNet, Some(h)) if self.hidden_mul == 0 && self.r_max > 0 => {
+                PsgSpec::for_lr_net(self.num_layers, h)
+            }
+            (NetKind::Psg, Some(_)) => Err(Error::InvalidSpec(
+                "`hidden` is for a learning-rate net; a PSG takes hidden_mul".into(),
+            )),
+            _ => Err(Error::InvalidSpec(
+                "a learning-rate net needs `hidden`, r_max > 0 and no hidden_mul".into(),
+            )),
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -207,6 +285,65 @@ mod tests {
         // mBERT (method.md §3.2): L = 74, r_max 32 → hidden 296, output 2368.
         let m = PsgSpec::for_psg(74, 32, 2)?;
         assert_eq!(m.shape("fc2.weight"), Some(&[2368, 296][..]));
+        Ok(())
+    }
+
+    #[test]
+    fn lr_net_layouts_derive_their_spec_and_psg_layouts_read_as_before() -> Result<()> {
+        let s = PsgSpec::for_lr_net(3, 100)?;
+        let shapes: Vec<_> = s.tensors().iter().map(|(_, s)| s.clone()).collect();
+        assert_eq!(
+            shapes,
+            [
+                vec![100, 6],
+                vec![100],
+                vec![100, 100],
+                vec![100],
+                vec![6, 100],
+                vec![6],
+                vec![6]
+            ]
+        );
+        let psg_json =
+            r#"{"base_model":"m","num_layers":3,"r_max":4,"hidden_mul":2,"feature_layout":"f"}"#;
+        let psg: PsgLayout = serde_json::from_str(psg_json).expect("a PSG layout of before");
+        assert_eq!(psg.kind, NetKind::Psg);
+        assert_eq!(
+            serde_json::to_string(&psg).expect("json"),
+            psg_json,
+            "written as before"
+        );
+        let lr_json = r#"{"kind":"lr-net","base_model":"m","num_layers":3,"r_max":2,"hidden":100,"feature_layout":"f"}"#;
+        let lr: PsgLayout = serde_json::from_str(lr_json).expect("an lr-net layout");
+        assert_eq!(
+            (lr.kind, lr.hidden, lr.hidden_mul),
+            (NetKind::LrNet, Some(100), 0)
+        );
+        assert_eq!(lr.spec()?, s);
+        let back: PsgLayout =
+            serde_json::from_str(&serde_json::to_string(&lr).expect("json")).expect("parse");
+        assert_eq!(back, lr);
+        for bad in [
+            PsgLayout {
+                hidden: None,
+                ..lr.clone()
+            },
+            PsgLayout {
+                hidden_mul: 2,
+                ..lr.clone()
+            },
+            PsgLayout {
+                r_max: 0,
+                ..lr.clone()
+            },
+            PsgLayout {
+                hidden: Some(100),
+                ..psg.clone()
+            },
+        ] {
+            assert!(matches!(bad.spec(), Err(Error::InvalidSpec(_))), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<PsgLayout>(&lr_json.replace("lr-net", "lrnet")).is_err());
         Ok(())
     }
 

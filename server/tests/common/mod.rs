@@ -17,6 +17,8 @@ pub const ADMIN: &str = "admin-token-0123456789";
 
 pub fn layout() -> PsgLayout {
     PsgLayout {
+        kind: fedp2eft_wire::NetKind::Psg,
+        hidden: None,
         base_model: "test/tiny".into(),
         num_layers: 2,
         r_max: 4,
@@ -29,10 +31,26 @@ pub fn spec() -> PsgSpec {
     layout().spec().expect("the tiny layout is valid")
 }
 
+/// The tiny layout as FedL2P's learning-rate net (2L = 4 rates, hidden 3).
+pub fn lr_net_layout() -> PsgLayout {
+    PsgLayout {
+        kind: fedp2eft_wire::NetKind::LrNet,
+        hidden: Some(3),
+        hidden_mul: 0,
+        r_max: 2,
+        ..layout()
+    }
+}
+
 /// Parameters whose element i of every tensor is `base + i / 2` (exact in f32).
 pub fn params(base: f32) -> PsgParams {
+    params_for(&spec(), base)
+}
+
+/// `params` for any spec.
+pub fn params_for(spec: &PsgSpec, base: f32) -> PsgParams {
     let mut p = PsgParams::default();
-    for (name, shape) in spec().tensors() {
+    for (name, shape) in spec.tensors() {
         let n: usize = shape.iter().product();
         let data = (0..n).map(|i| base + i as f32 * 0.5).collect();
         p.insert(
@@ -66,15 +84,25 @@ pub fn update_body(run: &str, round: u32, client: &str, n: u64, p: &PsgParams) -
 
 /// Decodes a downloaded phi_k.
 pub fn decode_psg(bytes: &[u8]) -> (PsgParams, RoundMeta) {
-    PsgParams::decode::<RoundMeta>(bytes, &spec(), &fedp2eft_wire::Limits::for_spec(&spec()))
+    decode_for(&spec(), bytes)
+}
+
+/// `decode_psg` for any spec.
+pub fn decode_for(spec: &PsgSpec, bytes: &[u8]) -> (PsgParams, RoundMeta) {
+    PsgParams::decode::<RoundMeta>(bytes, spec, &fedp2eft_wire::Limits::for_spec(spec))
         .expect("a served PSG decodes")
 }
 
 /// The element-wise FedAvg Σ n_c φ_c / Σ n_c computed here in f64, independently of wire.
 pub fn hand_fedavg(parts: &[(f32, u64)]) -> PsgParams {
+    hand_fedavg_for(&spec(), parts)
+}
+
+/// `hand_fedavg` for any spec.
+pub fn hand_fedavg_for(spec: &PsgSpec, parts: &[(f32, u64)]) -> PsgParams {
     let total: f64 = parts.iter().map(|(_, n)| *n as f64).sum();
     let mut out = PsgParams::default();
-    for (name, shape) in spec().tensors() {
+    for (name, shape) in spec.tensors() {
         let n: usize = shape.iter().product();
         let data = (0..n)
             .map(|i| {

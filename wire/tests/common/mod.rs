@@ -9,6 +9,8 @@ use safetensors::Dtype;
 
 pub fn layout() -> PsgLayout {
     PsgLayout {
+        kind: fedp2eft_wire::NetKind::Psg,
+        hidden: None,
         base_model: "test-model".into(),
         num_layers: 2,
         r_max: 3,
