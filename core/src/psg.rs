@@ -67,20 +67,52 @@ pub struct PsgMeta {
 impl PsgMeta {
     /// Errors unless this PSG was built for a model with this id and L, with our features.
     pub fn check_compatible(&self, base_model: &str, num_layers: usize) -> Result<()> {
-        if self.num_layers != num_layers || self.base_model != base_model {
-            return Err(Error::Mismatch(format!(
-                "PSG was trained for `{}` (L = {}), not for `{base_model}` (L = {num_layers})",
-                self.base_model, self.num_layers
-            )));
-        }
-        if self.feature_layout != FEATURE_LAYOUT {
-            return Err(Error::Mismatch(format!(
-                "PSG feature layout `{}` is not supported",
-                self.feature_layout
-            )));
-        }
-        Ok(())
+        check_built_for(
+            "PSG",
+            (&self.base_model, self.num_layers, &self.feature_layout),
+            base_model,
+            num_layers,
+        )
     }
+}
+
+/// What a network reading client features (the PSG, FedL2P's meta-net) must have been built
+/// for: this base model, its L, and our feature layout. `built` = (model id, L, layout).
+pub(crate) fn check_built_for(
+    what: &str,
+    built: (&str, usize, &str),
+    base_model: &str,
+    num_layers: usize,
+) -> Result<()> {
+    let (model, layers, layout) = built;
+    if layers != num_layers || model != base_model {
+        return Err(Error::Mismatch(format!(
+            "{what} was trained for `{model}` (L = {layers}), not for `{base_model}` (L = {num_layers})"
+        )));
+    }
+    if layout != FEATURE_LAYOUT {
+        return Err(Error::Mismatch(format!(
+            "{what} feature layout `{layout}` is not supported"
+        )));
+    }
+    Ok(())
+}
+
+/// A feature vector for a network of L layers: 2L finite values.
+pub(crate) fn check_features(what: &str, features: &[f32], num_layers: usize) -> Result<()> {
+    if features.len() != 2 * num_layers {
+        return Err(Error::Mismatch(format!(
+            "{what} expects {} features (L = {num_layers}), got {}",
+            2 * num_layers,
+            features.len()
+        )));
+    }
+    if features.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Data(format!(
+            "{what} features contain NaN or infinity"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -95,13 +127,8 @@ pub struct Psg {
     pub b2: Var,
 }
 
-const NAMES: [&str; 5] = [
-    "fc1.weight",
-    "fc1.bias",
-    "prelu.weight",
-    "fc2.weight",
-    "fc2.bias",
-];
+/// File and wire names, in `vars()` order.
+const NAMES: [&str; 5] = fedp2eft_wire::PSG_TENSOR_NAMES;
 
 /// Xavier-normal init (torch.nn.init.xavier_normal_), seeded: shared with the FedL2P meta-net.
 pub(crate) fn xavier(out: usize, inp: usize, gain: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
@@ -164,24 +191,9 @@ impl Psg {
         self.vars().iter().map(|v| v.elem_count()).sum()
     }
 
-    fn check_features(&self, features: &[f32]) -> Result<()> {
-        if features.len() != 2 * self.meta.num_layers {
-            return Err(Error::Mismatch(format!(
-                "PSG expects {} features (L = {}), got {}",
-                2 * self.meta.num_layers,
-                self.meta.num_layers,
-                features.len()
-            )));
-        }
-        if features.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Data("PSG features contain NaN or infinity".into()));
-        }
-        Ok(())
-    }
-
     /// λ̂ (L·r_max,) as a tensor that tracks gradients to the PSG's variables.
     pub fn forward(&self, features: &[f32]) -> Result<Tensor> {
-        self.check_features(features)?;
+        check_features("PSG", features, self.meta.num_layers)?;
         let x = Tensor::from_slice(features, (1, features.len()), &Device::Cpu)?;
         let h = x
             .matmul(&self.w1.as_tensor().t()?)?

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, PsgParams, Result};
 
-/// Tensor names of the PSG, in core's order (core/src/psg.rs).
+/// Tensor names of the PSG, in order (core/src/psg.rs names its variables with these).
 pub const PSG_TENSOR_NAMES: [&str; 5] = [
     "fc1.weight",
     "fc1.bias",
@@ -15,7 +15,8 @@ pub const PSG_TENSOR_NAMES: [&str; 5] = [
     "fc2.bias",
 ];
 
-/// Tensor names of FedL2P's learning-rate net, in core's order (core/src/method/fedl2p/net.rs).
+/// Tensor names of FedL2P's learning-rate net, in order (core/src/method/fedl2p/net.rs names
+/// its variables with these).
 pub const LRNET_TENSOR_NAMES: [&str; 7] = [
     "fc1.weight",
     "fc1.bias",

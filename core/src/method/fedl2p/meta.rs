@@ -193,7 +193,7 @@ pub fn meta_train(net: &LrNet, client: &MetaClient) -> Result<MetaReport> {
                 2 * net.meta.num_layers
             )));
         }
-        params.ab_lr = net.learning_rates(&x)?;
+        params.ab_lr = net.rates(&multipliers)?;
         let mut hook = LastDirection::new(&params.ab, client.fit)?;
         let task = ModelTask {
             model: &setup.model,

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::Fedl2pConfig;
 use crate::adapter::clamp_ste;
-use crate::psg::{xavier, FEATURE_LAYOUT};
+use crate::psg::{check_built_for, check_features, xavier, FEATURE_LAYOUT};
 use crate::{var_file, Error, Result};
 
 const FORMAT: &str = "fedp2eft-fedl2p-lrnet";
@@ -36,19 +36,12 @@ impl LrNetMeta {
     }
 
     pub fn check_compatible(&self, base_model: &str, num_layers: usize) -> Result<()> {
-        if self.num_layers != num_layers || self.base_model != base_model {
-            return Err(Error::Mismatch(format!(
-                "FedL2P meta-net was trained for `{}` (L = {}), not for `{base_model}` (L = {num_layers})",
-                self.base_model, self.num_layers
-            )));
-        }
-        if self.feature_layout != FEATURE_LAYOUT {
-            return Err(Error::Mismatch(format!(
-                "FedL2P feature layout `{}` is not supported",
-                self.feature_layout
-            )));
-        }
-        Ok(())
+        check_built_for(
+            "FedL2P meta-net",
+            (&self.base_model, self.num_layers, &self.feature_layout),
+            base_model,
+            num_layers,
+        )
     }
 }
 
@@ -63,15 +56,7 @@ pub struct LrNet {
 }
 
 /// File and wire names, in `vars()` order.
-pub const LRNET_NAMES: [&str; 7] = [
-    "fc1.weight",
-    "fc1.bias",
-    "fc2.weight",
-    "fc2.bias",
-    "fc3.weight",
-    "fc3.bias",
-    "inner_lr",
-];
+pub const LRNET_NAMES: [&str; 7] = fedp2eft_wire::LRNET_TENSOR_NAMES;
 
 impl LrNet {
     pub fn new(meta: LrNetMeta, config: Fedl2pConfig, seed: u64) -> Result<Self> {
@@ -136,26 +121,9 @@ impl LrNet {
         LRNET_NAMES.iter().copied().zip(vars).collect()
     }
 
-    fn check_features(&self, features: &[f32]) -> Result<()> {
-        let want = 2 * self.meta.num_layers;
-        if features.len() != want {
-            return Err(Error::Mismatch(format!(
-                "FedL2P meta-net expects {want} features (L = {}), got {}",
-                self.meta.num_layers,
-                features.len()
-            )));
-        }
-        if features.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Data(
-                "FedL2P features contain NaN or infinity".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// The clamped multipliers (2L,), tracking gradients to the net's variables.
     pub fn forward(&self, features: &[f32]) -> Result<Tensor> {
-        self.check_features(features)?;
+        check_features("FedL2P meta-net", features, self.meta.num_layers)?;
         let mut h = Tensor::from_slice(features, (1, features.len()), &Device::Cpu)?;
         for (i, (w, b)) in self.layers.iter().enumerate() {
             h = h
@@ -171,7 +139,12 @@ impl LrNet {
     /// The learning rate of every A and B matrix: multiplier × base rate, as plain numbers.
     pub fn learning_rates(&self, features: &[f32]) -> Result<Vec<f64>> {
         let _compute = crate::runtime::enter();
-        let m = self.forward(features)?.detach().to_vec1::<f32>()?;
+        self.rates(&self.forward(features)?)
+    }
+
+    /// The learning rates for multipliers `forward` already gave.
+    pub fn rates(&self, multipliers: &Tensor) -> Result<Vec<f64>> {
+        let m = multipliers.detach().to_vec1::<f32>()?;
         let base = self.inner_lr.as_tensor().to_vec1::<f32>()?;
         // A base rate pushed below zero by its meta step would make AdamW ascend: clamp at 0.
         Ok(m.iter()
