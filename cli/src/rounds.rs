@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use fedp2eft_core::data::ClientData;
-use fedp2eft_core::federated::http::{Admin, FedClient, RoundOutcome};
+use fedp2eft_core::federated::http::{Admin, FedClient, PsgWork, RoundOutcome, RoundWork};
 use fedp2eft_core::federated::{ClientUpdate, RoundConfig};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::psg::Psg;
 use fedp2eft_core::Control;
-use fedp2eft_wire::{PsgLayout, RunState, Task};
+use fedp2eft_wire::{PsgLayout, PsgParams, RunState, Task};
 
 /// How long a closed round may take to aggregate before the driver gives up.
 const CLOSE_WAIT: Duration = Duration::from_secs(300);
@@ -54,13 +54,20 @@ impl Federation<'_> {
         self.wait_for_round(round, ctl)?;
         Ok(self.admin.psg(self.run, round, self.layout, ctl)?)
     }
+
+    /// The global parameters of `round`, whatever net the run federates, once the server has
+    /// them.
+    pub fn params(&self, round: u32, ctl: &Control) -> Result<PsgParams> {
+        self.wait_for_round(round, ctl)?;
+        Ok(self.admin.params(self.run, round, self.layout, ctl)?)
+    }
 }
 
 /// The enrolled simulated devices: each one's data and its authenticated client.
 pub type Devices<'a> = [(&'a ClientData, FedClient)];
 
-/// Runs round `round` (0-based) over `devices`; returns the uploads in device order. A round in
-/// which the server gave nobody a task is an error (the run would never advance).
+/// Runs FedP²EFT's round `round` (0-based) over `devices`; returns the uploads in device
+/// order.
 pub fn run_round<'a>(
     fed: &Federation<'_>,
     devices: &Devices<'a>,
@@ -68,9 +75,30 @@ pub fn run_round<'a>(
     cfg: &RoundConfig,
     round: u32,
     ctl: &Control,
-) -> Result<Vec<(&'a ClientData, Box<ClientUpdate>)>> {
+) -> Result<Uploads<'a, ClientUpdate>> {
+    let work = |data: &'a ClientData| PsgWork {
+        base: &lm.model,
+        tok: lm.tokenizer.as_ref(),
+        data,
+        cfg,
+    };
+    run_round_with(fed, devices, work, round, ctl)
+}
+
+/// The uploads of a round, in device order: each device's data and what it reported.
+pub type Uploads<'a, U> = Vec<(&'a ClientData, Box<U>)>;
+
+/// Runs round `round` (0-based) of any federated net over `devices`, each selected device
+/// doing `work(its data)`; returns the uploads in device order. A round in which the server
+/// gave nobody a task is an error (the run would never advance).
+pub fn run_round_with<'a, W: RoundWork>(
+    fed: &Federation<'_>,
+    devices: &Devices<'a>,
+    work: impl Fn(&'a ClientData) -> W,
+    round: u32,
+    ctl: &Control,
+) -> Result<Uploads<'a, W::Update>> {
     fed.wait_for_round(round, ctl)?;
-    let lay = fed.layout;
     let mut uploads = Vec::new();
     for (data, fc) in devices {
         let Task::Train(task) = fc.task(ctl)? else {
@@ -79,15 +107,7 @@ pub fn run_round<'a>(
         if task.psg.round != round {
             continue;
         }
-        let outcome = fc.join_round(
-            &data.id,
-            &lm.model,
-            lm.tokenizer.as_ref(),
-            data,
-            lay,
-            cfg,
-            ctl,
-        )?;
+        let outcome = fc.join_with(&data.id, fed.layout, &work(data), ctl)?;
         if let RoundOutcome::Uploaded { update, .. } = outcome {
             uploads.push((*data, update));
         }

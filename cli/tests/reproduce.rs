@@ -186,6 +186,71 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
         "tuned LoRA meets tuned FedP²EFT: {pairs:?}"
     );
 
+    // FedL2P added afterwards: its nets are trained over the loopback server, nothing else.
+    let fedl2p_grid = "\"psg-ranks\", \"fedp2eft-tuned\", \"fedl2p\"]";
+    let with_fedl2p = |outer: usize| {
+        tiny.replace("\"psg-ranks\"]", fedl2p_grid)
+            + &format!(
+                "[fedl2p]\nrounds = 2\nclients_per_round = 2\npatience = 0\n\
+                 [fedl2p.meta]\nouter_steps = {outer}\nval_examples = 4\n"
+            )
+    };
+    let o = reproduce_with(with_fedl2p(2), "fedl2p.toml")?;
+    ensure!(
+        o.status.success(),
+        "reproduce (fedl2p): {}",
+        text(&o.stderr)
+    );
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("fedl2p r2 round 2/2"), "{stdout}");
+    assert!(
+        stdout.contains("fedl2p r = 2: the net of round"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("psg round"),
+        "nothing else retrained:\n{stdout}"
+    );
+    for k in 0..=2 {
+        assert!(out
+            .join(format!("fedl2p/r2/round-{k}.safetensors"))
+            .is_file());
+    }
+    let fl = std::fs::read_to_string(out.join("fedl2p/r2/rounds.jsonl"))?;
+    let last: serde_json::Value = serde_json::from_str(fl.lines().last().unwrap_or("{}"))?;
+    assert_eq!(
+        last["val_loss"][0].as_array().map(Vec::len),
+        Some(2),
+        "{last}"
+    );
+    assert!(
+        last["score_of_previous"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "{last}"
+    );
+    // + 4 clients × 2 seeds of FedL2P.
+    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 68);
+    let md = std::fs::read_to_string(out.join("results.md"))?;
+    assert!(md.contains("| FedL2P |"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
+    let pairs = json["pairs"].as_array().cloned().unwrap_or_default();
+    assert!(
+        pairs
+            .iter()
+            .any(|p| p["ours"] == "fedp2eft" && p["other"] == "fedl2p"),
+        "FedP²EFT meets FedL2P: {pairs:?}"
+    );
+    // Its nets keep their settings: other meta-training settings are refused, not mixed.
+    let o = reproduce_with(with_fedl2p(3), "fedl2p3.toml")?;
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("other FedL2P settings"),
+        "{}",
+        text(&o.stderr)
+    );
+
     // The folder belongs to what it trained: another PSG is refused.
     let o = reproduce_with(tiny.replace("r_max = 4", "r_max = 8"), "other.toml")?;
     assert!(!o.status.success());

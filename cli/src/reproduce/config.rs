@@ -1,7 +1,7 @@
 //! A reproduction run's configuration (`configs/*.toml`): the data set and its protocol, the
 //! encoder, the base model's FedAvg, the PSG's federated training and the evaluation grid.
 //! Every field has the paper's value as its default where the paper has one.
-use fedp2eft_core::method::AdaLoraConfig;
+use fedp2eft_core::method::{AdaLoraConfig, Fedl2pConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,9 @@ pub struct ReproConfig {
     pub psg: PsgStage,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// FedL2P's federated meta-net (trained only when `fedl2p` is evaluated).
+    #[serde(default)]
+    pub fedl2p: Fedl2pStage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +115,38 @@ impl Default for PsgStage {
     }
 }
 
+/// FedL2P's federation (method.md §6): one learning-rate net per evaluated budget, trained over
+/// the loopback server like the PSG. Its nets keep their own settings (`fedl2p/r<b>/`), so a
+/// run may add the arm afterwards without retraining the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fedl2pStage {
+    /// Rounds at most (the authors: 200).
+    pub rounds: u32,
+    /// Seen clients per round (the authors: as the PSG, 16 on MasakhaNEWS).
+    pub clients_per_round: usize,
+    /// Stop after this many rounds without a lower mean client validation loss (the
+    /// authors: 50; 0 = never).
+    pub patience: u32,
+    /// The meta-net and its meta-training (hidden 100, 3 outer steps, val 20 %, Adam 1e-4 /
+    /// 1e-6).
+    pub meta: Fedl2pConfig,
+    /// Seeds the net's init and the server's client selection.
+    pub seed: u64,
+}
+
+impl Default for Fedl2pStage {
+    fn default() -> Self {
+        Self {
+            rounds: 200,
+            clients_per_round: 16,
+            patience: 50,
+            meta: Fedl2pConfig::default(),
+            seed: 42,
+        }
+    }
+}
+
 /// A personalization method of the evaluation grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -132,6 +167,8 @@ pub enum MethodName {
     Fedp2eftTuned,
     /// AdaLoRA (peft's, the authors' settings: `eval.adalora`), target rank = budget.
     Adalora,
+    /// FedL2P: LoRA of rank = budget at per-matrix learning rates from the federated net.
+    Fedl2p,
 }
 
 impl MethodName {
@@ -145,6 +182,7 @@ impl MethodName {
             MethodName::PsgRanks => "PSG ranks, λ = 1",
             MethodName::Fedp2eftTuned => "FedP²EFT (tuned lr)",
             MethodName::Adalora => "AdaLoRA",
+            MethodName::Fedl2p => "FedL2P",
         }
     }
 
@@ -264,13 +302,15 @@ impl ReproConfig {
     }
 
     /// This configuration with the evaluation grid's extent reset (pools, clients per language,
-    /// budgets, seeds, methods, `only`, bootstrap): what every stage's output depends on. Two
+    /// budgets, seeds, methods, `only`, bootstrap) and FedL2P's stage (whose nets check their
+    /// own settings): what every other stage's output depends on. Two
     /// configurations that agree here share the partition, the base, the PSG and every cell
     /// already evaluated (the fine-tune, the lr grid and its clients are kept), so a run's grid
     /// may grow — a method added — without retraining anything.
     pub fn trained_part(&self) -> ReproConfig {
         let e = &self.eval;
         let mut c = self.clone();
+        c.fedl2p = Fedl2pStage::default();
         c.eval = EvalConfig {
             finetune: e.finetune.clone(),
             adalora: e.adalora.clone(),
@@ -309,6 +349,13 @@ impl ReproConfig {
                     "eval.only.{m:?}: budgets and seeds must come from eval.budgets / eval.seeds"
                 );
             }
+        }
+        if self.eval.methods.contains(&MethodName::Fedl2p) {
+            let f = &self.fedl2p;
+            if f.rounds == 0 || f.clients_per_round == 0 {
+                bail!("fedl2p needs rounds ≥ 1 and clients_per_round ≥ 1");
+            }
+            f.meta.validate()?;
         }
         if self.data.set == DataSet::Sib200 && self.data.languages.is_empty() {
             bail!("SIB-200 needs data.languages");
@@ -405,6 +452,19 @@ dir = "d"
         let o = parse("[eval.only.psg-ranks]\nclients_per_language = 1\n")?;
         assert!(o.eval.runs(MethodName::PsgRanks, 2, 42, 0));
         assert!(!o.eval.runs(MethodName::PsgRanks, 2, 42, 1));
+        let f = parse("[eval]\nmethods = [\"lora\", \"fedl2p\"]\n[fedl2p]\nrounds = 5\n")?;
+        assert_eq!(
+            f.trained_part(),
+            ok.trained_part(),
+            "FedL2P's nets keep their own settings"
+        );
+        let bad = "[eval]\nmethods = [\"fedl2p\"]\n";
+        assert!(parse(&format!("{bad}[fedl2p]\nrounds = 0\n")).is_err());
+        assert!(parse(&format!("{bad}[fedl2p.meta]\nval_ratio = 1.0\n")).is_err());
+        assert!(
+            parse("[fedl2p]\nrounds = 0\n").is_ok(),
+            "unchecked while FedL2P is not evaluated"
+        );
         Ok(())
     }
 }

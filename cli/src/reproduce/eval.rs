@@ -14,7 +14,9 @@ use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
 use fedp2eft_core::data::{multilingual_accuracy, Benchmark, ClientData, Pool};
 use fedp2eft_core::evaluation::pool_clients;
 use fedp2eft_core::method::{learn_lambda, BASELINE_LAMBDA_INIT};
-use fedp2eft_core::method::{AdaLora, AdaLoraConfig, BtLora, Fedp2eft, Lora, Method};
+use fedp2eft_core::method::{
+    AdaLora, AdaLoraConfig, BtLora, Fedl2p, Fedp2eft, Lora, LrNet, Method,
+};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::Psg;
@@ -40,7 +42,8 @@ pub struct Row {
     pub budget: usize,
     /// 0 for the base model.
     pub seed: u64,
-    /// Fine-tune learning rate of A and B (0 for the base model).
+    /// Fine-tune learning rate of A and B (0 for the base model and for FedL2P, whose net
+    /// gives every matrix its own).
     pub lr: f64,
     pub n: usize,
     pub correct: usize,
@@ -253,6 +256,7 @@ pub fn run(
     bench: &Benchmark,
     lm: &LoadedModel,
     psg: &Psg,
+    nets: &BTreeMap<usize, LrNet>,
     out: &Path,
     bars: &Bars,
 ) -> Result<()> {
@@ -376,6 +380,7 @@ pub fn run(
                         }
                         let lr = match m {
                             MethodName::Adalora => adalora.lr,
+                            MethodName::Fedl2p => 0.0,
                             _ => tuned
                                 .get(&(m, budget))
                                 .copied()
@@ -384,6 +389,10 @@ pub fn run(
                         let method: Box<dyn Method> = match (m, &lambda_hat, &learned) {
                             (MethodName::Lora | MethodName::LoraTuned, _, _) => Box::new(Lora),
                             (MethodName::Adalora, _, _) => Box::new(AdaLora(&adalora)),
+                            (MethodName::Fedl2p, _, _) => match nets.get(&budget) {
+                                Some(net) => Box::new(Fedl2p(net)),
+                                None => continue,
+                            },
                             (MethodName::Fedp2eft | MethodName::Fedp2eftTuned, Some(lh), _) => {
                                 Box::new(Fedp2eft::with_lambda(lh))
                             }

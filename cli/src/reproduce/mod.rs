@@ -1,11 +1,12 @@
 //! `fedp2eft reproduce --config FILE`: the paper's experiment, stage by stage — partition →
 //! base model (FedAvg, full fine-tuning) → PSG rounds over a loopback aggregation server →
-//! evaluation of every method × budget × seed on the evaluated clients → tables with paired
+//! FedL2P's nets the same way (when evaluated) → evaluation of every method × budget × seed on the evaluated clients → tables with paired
 //! statistics. Each stage keeps its output under `--out`, so a killed run resumes where it
 //! stopped (the base and the PSG by round, the evaluation by client × method × budget × seed).
 mod base;
 pub mod config;
 pub mod eval;
+mod fedl2p;
 mod partition;
 mod psg;
 mod report;
@@ -26,6 +27,8 @@ pub enum StageName {
     Partition,
     Base,
     Psg,
+    /// FedL2P's nets (nothing to do unless `fedl2p` is evaluated).
+    Fedl2p,
     Eval,
     Report,
 }
@@ -48,10 +51,12 @@ pub struct ReproduceArgs {
 
 /// Wall time of each stage, kept across resumptions (seconds spent in this stage in total).
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StageTimes {
     pub partition_s: f64,
     pub base_s: f64,
     pub psg_s: f64,
+    pub fedl2p_s: f64,
     pub eval_s: f64,
     pub report_s: f64,
 }
@@ -66,6 +71,7 @@ fn add_time(out: &Path, stage: StageName, s: f64) -> Result<()> {
         StageName::Partition => &mut t.partition_s,
         StageName::Base => &mut t.base_s,
         StageName::Psg => &mut t.psg_s,
+        StageName::Fedl2p => &mut t.fedl2p_s,
         StageName::Eval => &mut t.eval_s,
         StageName::Report => &mut t.report_s,
     };
@@ -142,7 +148,13 @@ pub fn run(a: &ReproduceArgs, home: &Path) -> Result<()> {
         return Ok(());
     }
     let t = Instant::now();
-    eval::run(&cfg, &bench, &lm, &psg, &out, &bars)?;
+    let nets = fedl2p::run(&cfg, &bench, &lm, &out, &bars)?;
+    add_time(&out, StageName::Fedl2p, t.elapsed().as_secs_f64())?;
+    if until == StageName::Fedl2p {
+        return Ok(());
+    }
+    let t = Instant::now();
+    eval::run(&cfg, &bench, &lm, &psg, &nets, &out, &bars)?;
     add_time(&out, StageName::Eval, t.elapsed().as_secs_f64())?;
     if until == StageName::Eval {
         return Ok(());

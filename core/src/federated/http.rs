@@ -1,22 +1,94 @@
 //! The HTTP client of a federated round (feature `client`): poll for a task, download φ_k,
-//! run stage 1 + stage 2 with core, upload. Blocking by design (the FFI calls it from a worker
+//! train it locally (`RoundWork`: FedP²EFT's stage 1 + stage 2, or FedL2P's meta-training),
+//! upload. Blocking by design (the FFI calls it from a worker
 //! thread); transient failures (connection errors, 5xx, 429) are retried with exponential
 //! backoff, and every wait checks the cancellation token.
 use std::time::Duration;
 
 use fedp2eft_wire::{
-    routes, ErrorBody, Limits, PsgLayout, PsgParams, RoundMeta, Task, UpdateMeta, UploadAccepted,
+    routes, ErrorBody, Limits, PsgLayout, PsgParams, RoundMeta, RunStatus, Task, UpdateMeta,
+    UploadAccepted,
 };
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use routes::PAYLOAD_CONTENT_TYPE;
 
-use super::convert::{from_params, to_params};
-use super::round::{client_round, ClientUpdate, RoundConfig};
+use super::convert::{from_params, lr_net_from_params, lr_net_to_params, to_params};
+use super::round::{
+    client_round, fedl2p_round, ClientUpdate, Fedl2pRoundConfig, Fedl2pUpdate, RoundConfig,
+};
 use crate::control::Control;
 use crate::data::ClientData;
 use crate::model::{SeqClassifier, Tokenize};
 use crate::psg::PsgConfig;
 use crate::{Error, Result};
+
+/// One client's local work in a round of some federated net: from the round's global
+/// parameters (already checked against `layout`) to the parameters it uploads, their
+/// FedAvg weight (local examples) and what it reports.
+pub trait RoundWork {
+    type Update;
+    fn train(
+        &self,
+        global: &PsgParams,
+        layout: &PsgLayout,
+        status: &RunStatus,
+        ctl: &Control,
+    ) -> Result<(PsgParams, usize, Self::Update)>;
+}
+
+/// FedP²EFT's round (stage 1 + stage 2) for a run that federates the PSG; stage 2 as the run
+/// prescribes it, not this client's defaults.
+pub struct PsgWork<'a> {
+    pub base: &'a SeqClassifier,
+    pub tok: &'a dyn Tokenize,
+    pub data: &'a ClientData,
+    pub cfg: &'a RoundConfig,
+}
+
+impl RoundWork for PsgWork<'_> {
+    type Update = ClientUpdate;
+    fn train(
+        &self,
+        global: &PsgParams,
+        layout: &PsgLayout,
+        status: &RunStatus,
+        ctl: &Control,
+    ) -> Result<(PsgParams, usize, ClientUpdate)> {
+        let psg_cfg = PsgConfig {
+            stage2_steps: status.stage2.steps as usize,
+            stage2_lr: status.stage2.lr,
+            ..PsgConfig::default()
+        };
+        let global = from_params(layout, psg_cfg, global)?;
+        let update = client_round(self.base, self.tok, self.data, &global, self.cfg, ctl)?;
+        Ok((to_params(&update.psg)?, update.num_samples, update))
+    }
+}
+
+/// FedL2P's round (meta-training of the learning-rate net) for a run that federates it; the
+/// LoRA rank is the layout's `r_max`.
+pub struct Fedl2pWork<'a> {
+    pub base: &'a SeqClassifier,
+    pub tok: &'a dyn Tokenize,
+    pub data: &'a ClientData,
+    pub cfg: &'a Fedl2pRoundConfig,
+}
+
+impl RoundWork for Fedl2pWork<'_> {
+    type Update = Fedl2pUpdate;
+    fn train(
+        &self,
+        global: &PsgParams,
+        layout: &PsgLayout,
+        _status: &RunStatus,
+        ctl: &Control,
+    ) -> Result<(PsgParams, usize, Fedl2pUpdate)> {
+        let global = lr_net_from_params(layout, self.cfg.meta.clone(), global)?;
+        let rank = layout.r_max;
+        let update = fedl2p_round(self.base, self.tok, self.data, &global, rank, self.cfg, ctl)?;
+        Ok((lr_net_to_params(&update.net)?, update.num_samples, update))
+    }
+}
 
 /// Retries of transient failures.
 #[derive(Debug, Clone)]
@@ -45,13 +117,13 @@ pub struct FedClient {
     pub retry: RetryPolicy,
 }
 
-/// What `join_round` did.
-pub enum RoundOutcome {
+/// What `join_round` / `join_with` did.
+pub enum RoundOutcome<U = ClientUpdate> {
     /// Trained and uploaded round `round`.
     Uploaded {
         round: u32,
         accepted: UploadAccepted,
-        update: Box<ClientUpdate>,
+        update: Box<U>,
     },
     /// The run is over; φ_R is at this round.
     Finished { round: u32 },
@@ -178,7 +250,8 @@ impl FedClient {
         r.json().map_err(http_err)
     }
 
-    /// Waits for a training task (or the end of the run), then trains and uploads one round.
+    /// Waits for a training task (or the end of the run), then trains FedP²EFT's stage 1 +
+    /// stage 2 and uploads one round.
     #[allow(clippy::too_many_arguments)]
     pub fn join_round(
         &self,
@@ -190,6 +263,24 @@ impl FedClient {
         cfg: &RoundConfig,
         ctl: &Control,
     ) -> Result<RoundOutcome> {
+        let work = PsgWork {
+            base,
+            tok,
+            data,
+            cfg,
+        };
+        self.join_with(client_id, layout, &work, ctl)
+    }
+
+    /// Waits for a training task (or the end of the run), then runs `work` on the round's
+    /// global parameters (checked against `layout` as they download) and uploads the result.
+    pub fn join_with<W: RoundWork>(
+        &self,
+        client_id: &str,
+        layout: &PsgLayout,
+        work: &W,
+        ctl: &Control,
+    ) -> Result<RoundOutcome<W::Update>> {
         let train = loop {
             match self.task(ctl)? {
                 Task::Train(t) => break t,
@@ -200,24 +291,11 @@ impl FedClient {
                 )?,
             }
         };
-        // Stage 2 as the run prescribes it, not this client's defaults.
-        let stage2 = self.status(ctl)?.stage2;
-        let psg_cfg = PsgConfig {
-            stage2_steps: stage2.steps as usize,
-            stage2_lr: stage2.lr,
-            ..PsgConfig::default()
-        };
+        let status = self.status(ctl)?;
         let params = self.download(&train.psg.psg, layout, ctl)?;
-        let global = from_params(layout, psg_cfg, &params)?;
-        let update = client_round(base, tok, data, &global, cfg, ctl)?;
-        let out = to_params(&update.psg)?;
+        let (out, num_samples, update) = work.train(&params, layout, &status, ctl)?;
         out.check_finite().map_err(wire)?;
-        let meta = UpdateMeta::new(
-            &self.run,
-            train.psg.round,
-            client_id,
-            update.num_samples as u64,
-        );
+        let meta = UpdateMeta::new(&self.run, train.psg.round, client_id, num_samples as u64);
         let body = out.encode(&meta).map_err(wire)?;
         let accepted = self.upload(&train.upload, body, ctl)?;
         Ok(RoundOutcome::Uploaded {
@@ -255,7 +333,18 @@ impl Admin {
         psg0: &crate::psg::Psg,
         ctl: &Control,
     ) -> Result<fedp2eft_wire::RunCreated> {
-        let body = to_params(psg0)?.encode(run).map_err(wire)?;
+        self.create_run_with(run, &to_params(psg0)?, ctl)
+    }
+
+    /// Creates `run` with initial parameters of the kind its layout names (a PSG or FedL2P's
+    /// learning-rate net).
+    pub fn create_run_with(
+        &self,
+        run: &fedp2eft_wire::CreateRun,
+        params0: &PsgParams,
+        ctl: &Control,
+    ) -> Result<fedp2eft_wire::RunCreated> {
+        let body = params0.encode(run).map_err(wire)?;
         let c = &self.inner;
         let url = c.url(routes::CREATE_RUN);
         let r = c.send(ctl, || {
@@ -301,7 +390,21 @@ impl Admin {
         layout: &PsgLayout,
         ctl: &Control,
     ) -> Result<crate::psg::Psg> {
-        let params = self.inner.download(&routes::psg(run, round), layout, ctl)?;
-        from_params(layout, PsgConfig::default(), &params)
+        from_params(
+            layout,
+            PsgConfig::default(),
+            &self.params(run, round, layout, ctl)?,
+        )
+    }
+
+    /// Downloads the global parameters of round `round` of `run`, whatever net it federates.
+    pub fn params(
+        &self,
+        run: &str,
+        round: u32,
+        layout: &PsgLayout,
+        ctl: &Control,
+    ) -> Result<PsgParams> {
+        self.inner.download(&routes::psg(run, round), layout, ctl)
     }
 }

@@ -8,4 +8,6 @@ pub mod http;
 pub mod round;
 
 pub use base::{fedavg_round, BaseRound, FedBaseConfig};
-pub use round::{client_round, ClientUpdate, RoundConfig};
+pub use round::{
+    client_round, fedl2p_round, ClientUpdate, Fedl2pRoundConfig, Fedl2pUpdate, RoundConfig,
+};
