@@ -90,11 +90,22 @@ fn accuracy_vs_budget(cells: &[Value], pool: &str, path: &Path) -> Result<()> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d((x0 - 0.3)..(x1 + 0.3), (y0 - 2.0)..(y1 + 2.0))
+        // Room on the right for the legend, clear of the largest budget's points.
+        .build_cartesian_2d((x0 - 0.3)..(x1 + 1.3), (y0 - 2.0)..(y1 + 2.0))
         .map_err(fail)?;
+    // Ticks at the powers of two, labelled with the budget itself.
+    let budget_label = |x: &f64| {
+        let k = x.round();
+        if (x - k).abs() < 1e-6 && k >= 0.0 {
+            format!("{}", 2f64.powf(k))
+        } else {
+            String::new()
+        }
+    };
     chart
         .configure_mesh()
-        .x_desc("budget r (log2)")
+        .x_label_formatter(&budget_label)
+        .x_desc("budget r (log scale)")
         .y_desc("mean over languages of accuracy (%)")
         .draw()
         .map_err(fail)?;
@@ -103,7 +114,7 @@ fn accuracy_vs_budget(cells: &[Value], pool: &str, path: &Path) -> Result<()> {
         let color = Palette99::pick(i).to_rgba();
         if m.as_str() == "base" {
             let y = pts[0].1;
-            let s = LineSeries::new([(x0 - 0.3, y), (x1 + 0.3, y)], color.stroke_width(1));
+            let s = LineSeries::new([(x0 - 0.3, y), (x1 + 1.3, y)], color.stroke_width(1));
             chart
                 .draw_series(s)
                 .map_err(fail)?
