@@ -9,13 +9,13 @@
 //! φ_k; `best.json` names the round chosen. A killed run resumes from its last φ_k.
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use fedp2eft_core::data::{Benchmark, Pool};
 use fedp2eft_core::federated::convert::{lr_net_from_params, lr_net_layout, lr_net_to_params};
-use fedp2eft_core::federated::http::{Admin, FedClient, Fedl2pWork};
+use fedp2eft_core::federated::http::Fedl2pWork;
 use fedp2eft_core::federated::Fedl2pRoundConfig;
 use fedp2eft_core::method::{LrNet, LrNetMeta};
 use fedp2eft_core::model::LoadedModel;
@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Fedl2pStage, MethodName, ReproConfig};
 use super::eval::read_rows;
+use super::loopback;
 use crate::atomic::write_atomic;
 use crate::progress::Bars;
-use crate::rounds::{run_round_with, Federation};
-use crate::serve::LoopbackServer;
+use crate::rounds::run_round_with;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RoundLog {
@@ -57,6 +57,10 @@ pub struct Best {
 struct Settings {
     stage: Fedl2pStage,
     round: Fedl2pRoundConfig,
+}
+
+fn net_path(dir: &Path, k: u32) -> PathBuf {
+    dir.join(format!("round-{k}.safetensors"))
 }
 
 fn round_config(cfg: &ReproConfig) -> Fedl2pRoundConfig {
@@ -142,7 +146,7 @@ fn train_budget(
         }
         Err(_) => write_atomic(&claim, &serde_json::to_string_pretty(&settings)?)?,
     }
-    let path = |k: u32| dir.join(format!("round-{k}.safetensors"));
+    let path = |k: u32| net_path(dir, k);
     let log_path = dir.join("rounds.jsonl");
     let mut logs: Vec<RoundLog> = read_rows(&log_path)?;
     let done = (0..=st.rounds).rev().find(|&k| path(k).is_file());
@@ -152,7 +156,7 @@ fn train_budget(
         done == Some(st.rounds) || best_of(logs, st.patience).is_some_and(|(_, stop)| stop)
     };
     if !finished(&logs) {
-        train_rounds(cfg, bench, lm, budget, dir, done, &mut logs, bars)?;
+        train_rounds(cfg, bench, lm, budget, dir, done, &rc, &mut logs, bars)?;
     }
     let best = match best_of(&logs, st.patience) {
         Some((b, _)) => b,
@@ -181,12 +185,12 @@ fn train_rounds(
     budget: usize,
     dir: &Path,
     done: Option<u32>,
+    rc: &Fedl2pRoundConfig,
     logs: &mut Vec<RoundLog>,
     bars: &Bars,
 ) -> Result<()> {
     let st = &cfg.fedl2p;
-    let rc = round_config(cfg);
-    let path = |k: u32| dir.join(format!("round-{k}.safetensors"));
+    let path = |k: u32| net_path(dir, k);
     let ctl = bars.control();
     let (start, net0) = match done {
         Some(k) => (k, LrNet::load(&path(k))?),
@@ -201,51 +205,44 @@ fn train_rounds(
         .check_compatible(&lm.model.model_id(), lm.model.num_adapted())
         .context("the saved FedL2P net does not fit the base model")?;
     let seen = bench.pool(Pool::Seen);
-    let token = format!("reproduce-{}-admin-token", std::process::id());
-    let server = LoopbackServer::start(&token, dir.join(format!("server-from-{start}")))?;
-    let admin = Admin::new(&server.url, &token)?;
-    let lay = lr_net_layout(&net0, budget);
     let run_name = format!(
         "{}-fedl2p-r{budget}-from-{start}",
         cfg.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     );
-    let mut run = CreateRun::new(run_name.clone(), lay.clone());
+    let mut run = CreateRun::new(run_name, lr_net_layout(&net0, budget));
     run.rounds = st.rounds - start;
-    run.fraction = (st.clients_per_round as f64 / seen.len() as f64).min(1.0);
-    run.min_completion = 1.0;
-    run.deadline_s = 7 * 24 * 3600;
     run.seed = st.seed + u64::from(start);
-    admin.create_run_with(&run, &lr_net_to_params(&net0)?, &ctl)?;
-    let mut clients = Vec::with_capacity(seen.len());
-    for c in &seen {
-        let e = admin.enroll(&run_name, &c.id, fedp2eft_wire::Pool::Seen, &ctl)?;
-        clients.push((*c, FedClient::new(&server.url, &run_name, &e.token)?));
-    }
+    let run_rounds = run.rounds;
+    let lb = loopback::start(
+        dir,
+        start,
+        run,
+        st.clients_per_round,
+        &lr_net_to_params(&net0)?,
+        &seen,
+        &ctl,
+    )?;
     println!(
         "fedl2p r = {budget}: {} seen clients, {} per round, rounds {}..{} (server {})",
-        clients.len(),
+        lb.clients.len(),
         st.clients_per_round,
         start + 1,
         st.rounds,
-        server.url
+        lb.server.url
     );
-    let fed = Federation {
-        admin: &admin,
-        run: &run_name,
-        layout: &lay,
-    };
+    let fed = lb.federation();
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("rounds.jsonl"))?;
     let tok = lm.tokenizer.as_ref();
-    for j in 0..run.rounds {
+    for j in 0..run_rounds {
         let t = Instant::now();
         let work = |data| Fedl2pWork {
             base: &lm.model,
             tok,
             data,
-            cfg: &rc,
+            cfg: rc,
         };
         let mut entry = RoundLog {
             round: start + j + 1,
@@ -255,7 +252,7 @@ fn train_rounds(
             mean_lr: Vec::new(),
             seconds: 0.0,
         };
-        for (data, update) in run_round_with(&fed, &clients, work, j, &ctl)? {
+        for (data, update) in run_round_with(&fed, &lb.clients, work, j, &ctl)? {
             entry.clients.push(data.id.clone());
             entry.val_loss.push(update.report.val_loss.clone());
             entry.mean_lr.push(update.report.mean_lr);
@@ -267,7 +264,7 @@ fn train_rounds(
             .collect();
         entry.score_of_previous = firsts.iter().sum::<f64>() / firsts.len().max(1) as f64;
         let params = fed.params(j + 1, &ctl)?;
-        let net = lr_net_from_params(&lay, st.meta.clone(), &params)?;
+        let net = lr_net_from_params(&lb.layout, st.meta.clone(), &params)?;
         net.save(&path(start + j + 1))?;
         entry.seconds = t.elapsed().as_secs_f64();
         println!(

@@ -7,6 +7,7 @@ mod base;
 pub mod config;
 pub mod eval;
 mod fedl2p;
+mod loopback;
 mod partition;
 mod psg;
 mod report;

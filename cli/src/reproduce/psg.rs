@@ -12,8 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use fedp2eft_core::adapter::LoraConfig;
 use fedp2eft_core::data::{Benchmark, ClientData, Pool};
-use fedp2eft_core::federated::convert::layout;
-use fedp2eft_core::federated::http::{Admin, FedClient};
+use fedp2eft_core::federated::convert::{layout, to_params};
 use fedp2eft_core::federated::RoundConfig;
 use fedp2eft_core::model::{LoadedModel, SeqClassifier};
 use fedp2eft_core::psg::{Psg, PsgMeta, FEATURE_LAYOUT};
@@ -23,9 +22,9 @@ use fedp2eft_wire::CreateRun;
 use serde::Serialize;
 
 use super::config::ReproConfig;
+use super::loopback;
 use crate::progress::Bars;
-use crate::rounds::{run_round, Federation};
-use crate::serve::LoopbackServer;
+use crate::rounds::run_round;
 
 /// Layer type of an adapted linear, from its HF module name (BERT family).
 pub fn layer_type(name: &str) -> &'static str {
@@ -172,51 +171,44 @@ pub fn run(
         .take(8)
         .map(|c| features_of(lm, c, cfg.model.max_len, &ctl))
         .collect::<Result<_>>()?;
-    let token = format!("reproduce-{}-admin-token", std::process::id());
-    let server = LoopbackServer::start(&token, dir.join(format!("server-from-{start}")))?;
-    let admin = Admin::new(&server.url, &token)?;
-    let lay = layout(&psg0);
     let run_name = format!(
         "{}-from-{start}",
         cfg.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     );
-    let mut run = CreateRun::new(run_name.clone(), lay.clone());
+    let mut run = CreateRun::new(run_name, layout(&psg0));
     run.rounds = rounds - start;
-    run.fraction = (cfg.psg.clients_per_round as f64 / seen.len() as f64).min(1.0);
-    run.min_completion = 1.0;
-    run.deadline_s = 7 * 24 * 3600;
     run.seed = cfg.psg.seed + u64::from(start);
     run.stage2 = fedp2eft_wire::Stage2 {
         steps: u32::try_from(cfg.psg.net.stage2_steps)?,
         lr: cfg.psg.net.stage2_lr,
     };
-    admin.create_run(&run, &psg0, &ctl)?;
-    let mut clients = Vec::with_capacity(seen.len());
-    for c in &seen {
-        let e = admin.enroll(&run_name, &c.id, fedp2eft_wire::Pool::Seen, &ctl)?;
-        clients.push((*c, FedClient::new(&server.url, &run_name, &e.token)?));
-    }
+    let run_rounds = run.rounds;
+    let lb = loopback::start(
+        &dir,
+        start,
+        run,
+        cfg.psg.clients_per_round,
+        &to_params(&psg0)?,
+        &seen,
+        &ctl,
+    )?;
     println!(
         "psg: {} seen clients, {} per round, rounds {}..{rounds}, L = {}, r_max = {} (server {})",
-        clients.len(),
+        lb.clients.len(),
         cfg.psg.clients_per_round,
         start + 1,
-        lay.num_layers,
+        lb.layout.num_layers,
         cfg.psg.r_max,
-        server.url
+        lb.server.url
     );
     let rc = round_config(cfg);
-    let fed = Federation {
-        admin: &admin,
-        run: &run_name,
-        layout: &lay,
-    };
+    let fed = lb.federation();
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("rounds.jsonl"))?;
     let mut last = psg0;
-    for j in 0..run.rounds {
+    for j in 0..run_rounds {
         let t = Instant::now();
         let mut entry = RoundLog {
             round: start + j + 1,
@@ -226,7 +218,7 @@ pub fn run(
             lambda_hat: lambda_stats(&last, &lm.model, &[])?,
             seconds: 0.0,
         };
-        for (data, update) in run_round(&fed, &clients, lm, &rc, j, &ctl)? {
+        for (data, update) in run_round(&fed, &lb.clients, lm, &rc, j, &ctl)? {
             entry.clients.push(data.id.clone());
             entry.stage2_l1.push(update.stage2_loss.clone());
             entry.mean_learned_lambda.push(update.mean_lambda);

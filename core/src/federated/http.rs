@@ -36,14 +36,22 @@ pub trait RoundWork {
     ) -> Result<(PsgParams, usize, Self::Update)>;
 }
 
-/// FedP²EFT's round (stage 1 + stage 2) for a run that federates the PSG; stage 2 as the run
-/// prescribes it, not this client's defaults.
-pub struct PsgWork<'a> {
+/// A simulated or real device's local round: its base model, tokenizer and data, and the
+/// settings of the method's round (`C`).
+pub struct LocalWork<'a, C> {
     pub base: &'a SeqClassifier,
     pub tok: &'a dyn Tokenize,
     pub data: &'a ClientData,
-    pub cfg: &'a RoundConfig,
+    pub cfg: &'a C,
 }
+
+/// FedP²EFT's round (stage 1 + stage 2) for a run that federates the PSG; stage 2 as the run
+/// prescribes it, not this client's defaults.
+pub type PsgWork<'a> = LocalWork<'a, RoundConfig>;
+
+/// FedL2P's round (meta-training of the learning-rate net) for a run that federates it; the
+/// LoRA rank is the layout's `r_max`.
+pub type Fedl2pWork<'a> = LocalWork<'a, Fedl2pRoundConfig>;
 
 impl RoundWork for PsgWork<'_> {
     type Update = ClientUpdate;
@@ -63,15 +71,6 @@ impl RoundWork for PsgWork<'_> {
         let update = client_round(self.base, self.tok, self.data, &global, self.cfg, ctl)?;
         Ok((to_params(&update.psg)?, update.num_samples, update))
     }
-}
-
-/// FedL2P's round (meta-training of the learning-rate net) for a run that federates it; the
-/// LoRA rank is the layout's `r_max`.
-pub struct Fedl2pWork<'a> {
-    pub base: &'a SeqClassifier,
-    pub tok: &'a dyn Tokenize,
-    pub data: &'a ClientData,
-    pub cfg: &'a Fedl2pRoundConfig,
 }
 
 impl RoundWork for Fedl2pWork<'_> {
