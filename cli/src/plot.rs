@@ -323,10 +323,16 @@ pub fn run(a: &PlotArgs) -> Result<()> {
     psg_curve(&rounds, &p)?;
     written.push(p);
     // Kept ranks per layer: mean over each language's clients, first seed of FedP²EFT.
+    // The cells and λ̂ of the PSG the tables are about (a run may hold other rounds' too).
+    let at = results["psg_rounds"]
+        .as_u64()
+        .and_then(|k| u32::try_from(k).ok());
+    let at_round = |k: Option<u32>| at.is_none() || k.is_none() || k == at;
     let rows: Vec<Row> = read_rows(&a.run.join("eval/results.jsonl"))?;
     let fed: Vec<&Row> = rows
         .iter()
         .filter(|r| matches!(r.method, crate::reproduce::config::MethodName::Fedp2eft))
+        .filter(|r| at_round(r.psg_round))
         .filter(|r| !r.ranks.is_empty())
         .collect();
     let mut keys: Vec<(String, usize)> = fed
@@ -364,7 +370,8 @@ pub fn run(a: &PlotArgs) -> Result<()> {
         heat_map(&title, &langs, &cols, &m, &p)?;
         written.push(p);
     }
-    let lams: Vec<LambdaHat> = read_rows(&a.run.join("eval/lambda-hat.jsonl"))?;
+    let mut lams: Vec<LambdaHat> = read_rows(&a.run.join("eval/lambda-hat.jsonl"))?;
+    lams.retain(|l| at_round(l.psg_round));
     for pool in ["seen", "unseen", "novel"] {
         let mine: Vec<&LambdaHat> = lams.iter().filter(|l| l.pool.as_str() == pool).collect();
         if mine.is_empty() {

@@ -251,6 +251,61 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
         text(&o.stderr)
     );
 
+    // The PSG trained on (2 → 3 rounds) continues from its last round; only the cells that read
+    // it are evaluated anew, and those of round 2 stay for the table by round. Rows written
+    // before cells carried their PSG round are stamped with the run's rounds first.
+    let old: Vec<String> = std::fs::read_to_string(&results)?
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l)?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("psg_round");
+            }
+            Ok(v.to_string())
+        })
+        .collect::<Result<_>>()?;
+    std::fs::write(&results, old.join("\n") + "\n")?;
+    let three = with_fedl2p(2).replace("r_max = 4\nrounds = 2", "r_max = 4\nrounds = 3");
+    assert_ne!(three, with_fedl2p(2));
+    let o = reproduce_with(three, "psg3.toml")?;
+    ensure!(o.status.success(), "reproduce (psg 3): {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("PSG at round 3 (was 2)"), "{stdout}");
+    assert!(stdout.contains("psg round 3/3"), "{stdout}");
+    assert!(!stdout.contains("psg round 1/"), "{stdout}");
+    assert!(!stdout.contains("fedl2p r2 round"), "{stdout}");
+    assert!(out.join("psg/round-3.safetensors").is_file());
+    // + 4 clients × 2 seeds of FedP²EFT, PSG ranks and tuned FedP²EFT.
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&results)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(rows.len(), 92);
+    let at = |k: u64| {
+        rows.iter()
+            .filter(|r| r["method"] == "fedp2eft" && r["psg_round"] == k)
+            .count()
+    };
+    assert_eq!((at(2), at(3)), (8, 8));
+    assert!(rows
+        .iter()
+        .filter(|r| r["method"] == "lora")
+        .all(|r| r.get("psg_round").is_none()));
+    let md = std::fs::read_to_string(out.join("results.md"))?;
+    assert!(md.contains("## FedP²EFT − LoRA by PSG round"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
+    assert_eq!(json["psg_rounds"], 3);
+    let by = json["by_psg_round"].as_array().cloned().unwrap_or_default();
+    assert_eq!(by.len(), 2 * 2, "{by:?}");
+    // Back to round 2: its φ and cells are all there, nothing is computed.
+    let o = reproduce_with(with_fedl2p(2), "psg2.toml")?;
+    ensure!(o.status.success(), "reproduce (psg 2): {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("psg: done (2 rounds)"), "{stdout}");
+    assert!(!stdout.contains("eval "), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&results)?.lines().count(), 92);
+
     // The folder belongs to what it trained: another PSG is refused.
     let o = reproduce_with(tiny.replace("r_max = 4", "r_max = 8"), "other.toml")?;
     assert!(!o.status.success());

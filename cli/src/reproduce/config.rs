@@ -186,6 +186,14 @@ impl MethodName {
         }
     }
 
+    /// The methods that read the PSG: their cells depend on `psg.rounds`.
+    pub fn uses_psg(self) -> bool {
+        matches!(
+            self,
+            MethodName::Fedp2eft | MethodName::PsgRanks | MethodName::Fedp2eftTuned
+        )
+    }
+
     /// The methods whose fine-tune lr is chosen on `lr_grid`.
     pub fn is_tuned(self) -> bool {
         matches!(self, MethodName::LoraTuned | MethodName::Fedp2eftTuned)
@@ -303,14 +311,16 @@ impl ReproConfig {
 
     /// This configuration with the evaluation grid's extent reset (pools, clients per language,
     /// budgets, seeds, methods, `only`, bootstrap) and FedL2P's stage (whose nets check their
-    /// own settings): what every other stage's output depends on. Two
-    /// configurations that agree here share the partition, the base, the PSG and every cell
-    /// already evaluated (the fine-tune, the lr grid and its clients are kept), so a run's grid
-    /// may grow — a method added — without retraining anything.
+    /// own settings) and the PSG's number of rounds: what every other stage's output depends
+    /// on. Two configurations that agree here share the partition, the base, the PSG's rounds
+    /// and every cell already evaluated (the fine-tune, the lr grid and its clients are kept),
+    /// so a run's grid may grow — a method added — without retraining anything, and its PSG
+    /// may train on from its last round (the cells that read the PSG are keyed by its round).
     pub fn trained_part(&self) -> ReproConfig {
         let e = &self.eval;
         let mut c = self.clone();
         c.fedl2p = Fedl2pStage::default();
+        c.psg.rounds = 0;
         c.eval = EvalConfig {
             finetune: e.finetune.clone(),
             adalora: e.adalora.clone(),

@@ -53,7 +53,14 @@ pub struct Row {
     /// Kept ranks per adapted layer, in module order (empty for the base model).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranks: Vec<usize>,
+    /// The PSG round whose λ̂ the cell used (methods that read the PSG only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psg_round: Option<u32>,
 }
+
+/// A cell's identity: client, method, budget, seed and, for the methods that read the PSG,
+/// the PSG's round.
+pub type CellKey = (String, MethodName, usize, u64, Option<u32>);
 
 /// A client's λ̂ from the final PSG (`eval/lambda-hat.jsonl`; the λ-distance figure).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,11 +69,19 @@ pub struct LambdaHat {
     pub language: String,
     pub client: String,
     pub lambda_hat: Vec<f32>,
+    /// The PSG round it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psg_round: Option<u32>,
 }
 
 impl Row {
-    pub fn key(&self) -> (String, MethodName, usize, u64) {
-        (self.client.clone(), self.method, self.budget, self.seed)
+    pub fn key(&self) -> CellKey {
+        let r = self.psg_round.filter(|_| self.method.uses_psg());
+        (self.client.clone(), self.method, self.budget, self.seed, r)
+    }
+    /// Whether the row belongs to a run whose PSG trained `rounds` rounds.
+    pub fn at_round(&self, rounds: u32) -> bool {
+        !self.method.uses_psg() || self.psg_round == Some(rounds)
     }
     pub fn hit_vec(&self) -> Vec<bool> {
         self.hits.bytes().map(|b| b == b'1').collect()
@@ -86,6 +101,43 @@ pub fn read_rows<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
         }
     }
     Ok(out)
+}
+
+/// Rows written before cells carried the PSG round they read (`psg_round`) came from a run
+/// whose PSG trained `rounds` rounds: stamp them so, before the run's PSG trains on.
+pub fn stamp_psg_round(out: &Path, rounds: u32) -> Result<()> {
+    let dir = out.join("eval");
+    for (file, all) in [
+        ("results.jsonl", false),
+        ("grid.jsonl", false),
+        ("lambda-hat.jsonl", true),
+    ] {
+        let path = dir.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut changed = false;
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue; // a torn last line
+            };
+            let psg = all
+                || serde_json::from_value::<MethodName>(v["method"].clone())
+                    .is_ok_and(MethodName::uses_psg);
+            if psg && v.get("psg_round").is_none() {
+                v["psg_round"] = rounds.into();
+                changed = true;
+            }
+            lines.push(serde_json::to_string(&v)?);
+        }
+        if changed {
+            lines.push(String::new());
+            crate::atomic::write_atomic(&path, &lines.join("\n"))
+                .with_context(|| format!("stamping {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn append<T: Serialize>(path: &Path, v: &T) -> Result<()> {
@@ -135,6 +187,9 @@ struct GridRow {
     lr: f64,
     correct: usize,
     n: usize,
+    /// The PSG round (the tuned FedP²EFT only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    psg_round: Option<u32>,
 }
 
 fn lora_tuned() -> MethodName {
@@ -154,7 +209,9 @@ fn tune(
     ctl: &Control,
 ) -> Result<BTreeMap<(MethodName, usize), f64>> {
     let path = dir.join("grid.jsonl");
+    let round = cfg.psg.rounds;
     let mut rows: Vec<GridRow> = read_rows(&path)?;
+    rows.retain(|r| !r.method.uses_psg() || r.psg_round == Some(round));
     let done: HashSet<(MethodName, String, usize, u64)> = rows
         .iter()
         .map(|r| (r.method, r.client.clone(), r.budget, r.lr.to_bits()))
@@ -208,6 +265,7 @@ fn tune(
                         lr,
                         correct: rep.accuracy_after.correct,
                         n: rep.accuracy_after.total,
+                        psg_round: m.uses_psg().then_some(round),
                     };
                     append(&path, &row)?;
                     rows.push(row);
@@ -264,8 +322,8 @@ pub fn run(
     std::fs::create_dir_all(&dir)?;
     let ctl = bars.control();
     let path = dir.join("results.jsonl");
-    let mut done: HashSet<(String, MethodName, usize, u64)> =
-        read_rows::<Row>(&path)?.iter().map(Row::key).collect();
+    let mut done: HashSet<CellKey> = read_rows::<Row>(&path)?.iter().map(Row::key).collect();
+    let round = cfg.psg.rounds;
     let methods = &cfg.eval.methods;
     let tuned = tune(cfg, bench, lm, psg, &dir, &ctl).context("tuning the lr")?;
     let (l, r_max) = (lm.model.num_adapted(), cfg.psg.r_max);
@@ -279,7 +337,7 @@ pub fn run(
                 .filter(|o| o.language == c.language)
                 .count();
             let t_client = Instant::now();
-            let row = |method, budget, seed, lr, pred: &[u32], s: f64| -> Row {
+            let row = |method: MethodName, budget, seed, lr, pred: &[u32], s: f64| -> Row {
                 let (correct, hits) = hits_of(pred, c);
                 Row {
                     pool,
@@ -294,11 +352,12 @@ pub fn run(
                     hits,
                     seconds: s,
                     ranks: Vec::new(),
+                    psg_round: method.uses_psg().then_some(round),
                 }
             };
             let mut written = Vec::new();
             if methods.contains(&MethodName::Base)
-                && !done.contains(&(c.id.clone(), MethodName::Base, 0, 0))
+                && !done.contains(&(c.id.clone(), MethodName::Base, 0, 0, None))
             {
                 let t = Instant::now();
                 let enc = encode_all(&c.test, tok, cfg.model.max_len, lm.model.num_labels())?;
@@ -319,7 +378,8 @@ pub fn run(
                 written.push(r);
             }
             let todo = |m: MethodName, b: usize, s: u64| {
-                cfg.eval.runs(m, b, s, rank) && !done.contains(&(c.id.clone(), m, b, s))
+                let key = (c.id.clone(), m, b, s, m.uses_psg().then_some(round));
+                cfg.eval.runs(m, b, s, rank) && !done.contains(&key)
             };
             let needs = |m: MethodName| {
                 let (seeds, budgets) = (&cfg.eval.seeds, &cfg.eval.budgets);
@@ -327,18 +387,14 @@ pub fn run(
                     .iter()
                     .any(|&s| budgets.iter().any(|&b| todo(m, b, s)))
             };
-            let uses_psg = [
-                MethodName::Fedp2eft,
-                MethodName::PsgRanks,
-                MethodName::Fedp2eftTuned,
-            ];
-            let lambda_hat = if uses_psg.into_iter().any(needs) {
+            let lambda_hat = if methods.iter().copied().filter(|m| m.uses_psg()).any(needs) {
                 let lh = psg.predict(&features_of(lm, c, cfg.model.max_len, &ctl)?)?;
                 let rec = LambdaHat {
                     pool,
                     language: c.language.clone(),
                     client: c.id.clone(),
                     lambda_hat: lh.clone(),
+                    psg_round: Some(round),
                 };
                 append(&dir.join("lambda-hat.jsonl"), &rec)?;
                 Some(lh)

@@ -98,14 +98,26 @@ fn claim(out: &Path, cfg: &ReproConfig) -> Result<()> {
                 out.display()
             );
         }
+        eval::stamp_psg_round(out, was.psg.rounds)?;
         if serde_json::to_value(&was)? == now {
             println!("resuming the run in {}", out.display());
             return Ok(());
         }
-        println!(
-            "resuming the run in {} with a changed evaluation grid (cells already evaluated are kept)",
-            out.display()
-        );
+        if was.psg.rounds != cfg.psg.rounds {
+            println!(
+                "resuming the run in {} with the PSG at round {} (was {}): the cells that read \
+                 the PSG are evaluated anew, every other cell is kept",
+                out.display(),
+                cfg.psg.rounds,
+                was.psg.rounds
+            );
+        } else {
+            println!(
+                "resuming the run in {} with a changed evaluation grid (cells already evaluated \
+                 are kept)",
+                out.display()
+            );
+        }
     }
     write_atomic(&path, &serde_json::to_string_pretty(&now)?)
 }
@@ -171,7 +183,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_run_may_grow_its_grid_but_not_change_what_it_trained() -> Result<()> {
+    fn a_run_may_grow_its_grid_and_psg_rounds_but_not_change_what_it_trained() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let parse = |extra: &str| -> Result<ReproConfig> {
             let text = format!("name = \"x\"\n[data]\nset = \"masakhanews\"\ndir = \"d\"\n{extra}");
@@ -184,9 +196,13 @@ mod tests {
         let saved: ReproConfig =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json"))?)?;
         assert_eq!(saved, grown, "the grown grid is saved");
-        match claim(dir.path(), &parse("[psg]\nrounds = 3\n")?) {
+        // The PSG may train on; another PSG may not take the run over.
+        let longer =
+            parse("[eval]\nmethods = [\"lora\", \"fedp2eft-tuned\"]\n[psg]\nrounds = 300\n")?;
+        claim(dir.path(), &longer)?;
+        match claim(dir.path(), &parse("[psg]\nr_max = 8\n")?) {
             Err(e) => assert!(e.to_string().contains("another configuration"), "{e}"),
-            Ok(()) => panic!("another PSG schedule took the run over"),
+            Ok(()) => panic!("another PSG took the run over"),
         }
         Ok(())
     }

@@ -64,7 +64,13 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
-    let rows: Vec<Row> = read_rows(&out.join("eval/results.jsonl"))?;
+    let all: Vec<Row> = read_rows(&out.join("eval/results.jsonl"))?;
+    // Cells of the PSG's other rounds are kept for the table by round below.
+    let rows: Vec<Row> = all
+        .iter()
+        .filter(|r| r.at_round(cfg.psg.rounds))
+        .cloned()
+        .collect();
     if rows.is_empty() {
         bail!("no evaluation results in {}", out.join("eval").display());
     }
@@ -212,8 +218,15 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
             writeln!(md)?;
         }
     }
+    let by_round = by_psg_round(cfg, &all, &mut md)?;
     write_atomic(&out.join("results.md"), &md)?;
-    let json = serde_json::json!({ "name": cfg.name, "cells": cells, "pairs": pairs });
+    let json = serde_json::json!({
+        "name": cfg.name,
+        "psg_rounds": cfg.psg.rounds,
+        "cells": cells,
+        "pairs": pairs,
+        "by_psg_round": by_round,
+    });
     write_atomic(
         &out.join("results.json"),
         &serde_json::to_string_pretty(&json)?,
@@ -221,6 +234,76 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
     print!("{md}");
     println!("tables in {}", out.join("results.md").display());
     Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct RoundPair {
+    psg_round: u32,
+    /// FedP²EFT's mean over languages (%), first seed.
+    accuracy: f64,
+    pair: Pair,
+}
+
+/// FedP²EFT − LoRA for every PSG round the run holds FedP²EFT cells of (a PSG trained on
+/// after an evaluation), on the clients evaluated at each round; nothing when only one.
+fn by_psg_round(cfg: &ReproConfig, all: &[Row], md: &mut String) -> Result<Vec<RoundPair>> {
+    let fed = MethodName::Fedp2eft;
+    let rounds: BTreeSet<u32> = all
+        .iter()
+        .filter(|r| r.method == fed)
+        .filter_map(|r| r.psg_round)
+        .collect();
+    let mut out = Vec::new();
+    if rounds.len() < 2 || !cfg.eval.methods.contains(&MethodName::Lora) {
+        return Ok(out);
+    }
+    writeln!(
+        md,
+        "## FedP²EFT − LoRA by PSG round
+"
+    )?;
+    writeln!(
+        md,
+        "| pool | r | PSG round | FedP²EFT | Δ FedP²EFT − LoRA [95 % CI] | McNemar p |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    let seed = cfg.eval.seeds_of(fed)[0];
+    for &pool in &cfg.eval.pools {
+        for &budget in &cfg.eval.budgets {
+            for &k in &rounds {
+                let rows: Vec<Row> = all.iter().filter(|r| r.at_round(k)).cloned().collect();
+                let Some(pair) = compare(cfg, &rows, pool, budget, fed, MethodName::Lora)? else {
+                    continue;
+                };
+                let v: Vec<ClientPair> = cell_rows(&rows, pool, fed, budget, seed)
+                    .map(|r| ClientPair {
+                        language: r.language.clone(),
+                        n: r.n,
+                        correct_a: r.correct,
+                        correct_b: 0,
+                        discordant: None,
+                    })
+                    .collect();
+                let accuracy = mean_over_languages(&v, |p| p.correct_a);
+                let p = pair.mcnemar.first().map_or(f64::NAN, |m| m.3);
+                writeln!(
+                    md,
+                    "| {} | {budget} | {k} | {accuracy:.2} | {:+.2} [{:+.2}, {:+.2}] | {p:.3} |",
+                    pool.as_str(),
+                    pair.diff,
+                    pair.low,
+                    pair.high
+                )?;
+                out.push(RoundPair {
+                    psg_round: k,
+                    accuracy,
+                    pair,
+                });
+            }
+        }
+    }
+    writeln!(md)?;
+    Ok(out)
 }
 
 /// The rows of one cell; the base model's are stored with budget 0 and seed 0.
