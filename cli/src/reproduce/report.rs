@@ -245,7 +245,8 @@ struct RoundPair {
 }
 
 /// FedP²EFT − LoRA for every PSG round the run holds FedP²EFT cells of (a PSG trained on
-/// after an evaluation), on the clients evaluated at each round; nothing when only one.
+/// after an evaluation), on the clients evaluated at every one of those rounds (so that the
+/// rows differ by the PSG alone); nothing when only one.
 fn by_psg_round(cfg: &ReproConfig, all: &[Row], md: &mut String) -> Result<Vec<RoundPair>> {
     let fed = MethodName::Fedp2eft;
     let rounds: BTreeSet<u32> = all
@@ -259,19 +260,31 @@ fn by_psg_round(cfg: &ReproConfig, all: &[Row], md: &mut String) -> Result<Vec<R
     }
     writeln!(
         md,
-        "## FedP²EFT − LoRA by PSG round
-"
+        "## FedP²EFT − LoRA by PSG round\n\nOn the clients evaluated at every round.\n"
     )?;
     writeln!(
         md,
-        "| pool | r | PSG round | FedP²EFT | Δ FedP²EFT − LoRA [95 % CI] | McNemar p |"
+        "| pool | r | PSG round | clients | items | FedP²EFT | Δ FedP²EFT − LoRA [95 % CI] | McNemar p |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     let seed = cfg.eval.seeds_of(fed)[0];
     for &pool in &cfg.eval.pools {
         for &budget in &cfg.eval.budgets {
+            let at = |k: u32| -> BTreeSet<&str> {
+                all.iter()
+                    .filter(|r| r.method == fed && r.pool == pool && r.budget == budget)
+                    .filter(|r| r.seed == seed && r.psg_round == Some(k))
+                    .map(|r| r.client.as_str())
+                    .collect()
+            };
+            let common = rounds.iter().map(|&k| at(k)).reduce(|a, b| &a & &b);
+            let common = common.unwrap_or_default();
             for &k in &rounds {
-                let rows: Vec<Row> = all.iter().filter(|r| r.at_round(k)).cloned().collect();
+                let rows: Vec<Row> = all
+                    .iter()
+                    .filter(|r| r.at_round(k) && common.contains(r.client.as_str()))
+                    .cloned()
+                    .collect();
                 let Some(pair) = compare(cfg, &rows, pool, budget, fed, MethodName::Lora)? else {
                     continue;
                 };
@@ -285,11 +298,13 @@ fn by_psg_round(cfg: &ReproConfig, all: &[Row], md: &mut String) -> Result<Vec<R
                     })
                     .collect();
                 let accuracy = mean_over_languages(&v, |p| p.correct_a);
+                let items: usize = v.iter().map(|p| p.n).sum();
                 let p = pair.mcnemar.first().map_or(f64::NAN, |m| m.3);
                 writeln!(
                     md,
-                    "| {} | {budget} | {k} | {accuracy:.2} | {:+.2} [{:+.2}, {:+.2}] | {p:.3} |",
+                    "| {} | {budget} | {k} | {} | {items} | {accuracy:.2} | {:+.2} [{:+.2}, {:+.2}] | {p:.3} |",
                     pool.as_str(),
+                    v.len(),
                     pair.diff,
                     pair.low,
                     pair.high
