@@ -21,7 +21,7 @@ home=${FEDP2EFT_HOME:-$HOME/.cache/fedp2eft}
 if [ ! -f "$home/bases/e5-emoji/fedp2eft.json" ]; then
   "$bin" train-base
 fi
-"$bin" personalize --budget "$budget" --bt-lora --client "$client" --out "$out/$client-r$budget"
+"$bin" personalize --budget "$budget" --method bt-lora --client "$client" --out "$out/$client-r$budget"
 if [ "${SIMULATE:-1}" != 0 ]; then
   "$bin" simulate --out "$out/simulate"
 fi

@@ -1,11 +1,13 @@
-//! `fedp2eft personalize`: features → PSG (or a BT-LoRA-learned λ) → prune to the budget →
-//! fine-tune → merge, on one client; writes the report, the merged model and a PEFT adapter.
+//! `fedp2eft personalize --method M`: the method's structure for the budget (FedP²EFT: features →
+//! PSG → prune; BT-LoRA: a λ learned on the client → prune; LoRA; AdaLoRA; FedL2P: its net's
+//! per-matrix learning rates) → fine-tune → merge, on one client; writes the report, the merged
+//! model and a PEFT adapter.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedp2eft_core::adapter::{export_peft, LoraConfig, PriorConfig};
-use fedp2eft_core::method::{BtLora, Fedp2eft, Lora, Method};
+use fedp2eft_core::method::{build, AdaLoraConfig, Inputs, LrNet, MethodKind};
 use fedp2eft_core::model::{save_base, LoadedModel};
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig, PersonalizeReport};
 use fedp2eft_core::psg::Psg;
@@ -19,23 +21,25 @@ pub struct PersonalizeArgs {
     /// r: average rank per adapted layer; r·L ranks are kept in total (1..=r_max).
     #[arg(long)]
     pub budget: usize,
-    /// A trained PSG (safetensors) giving λ̂ from the client's features.
-    #[arg(long, conflicts_with_all = ["bt_lora", "lambda", "lora"])]
+    /// lora | bt-lora | fedp2eft | adalora | fedl2p [default: fedp2eft with --psg, bt-lora
+    /// with --lambda, fedl2p with --lr-net]
+    #[arg(long)]
+    pub method: Option<MethodKind>,
+    /// FedP²EFT: a trained PSG (safetensors) giving λ̂ from the client's features.
+    #[arg(long)]
     pub psg: Option<PathBuf>,
-    /// The BT-LoRA baseline: learn λ on this client first (or reuse --lambda).
-    #[arg(long, conflicts_with = "lora")]
-    pub bt_lora: bool,
-    /// The plain LoRA baseline: rank = budget on every layer, λ = 1.
-    #[arg(long, conflicts_with = "lambda")]
-    pub lora: bool,
-    /// A λ file from `fedp2eft bt-lora` (implies --bt-lora).
+    /// BT-LoRA: a λ file from `fedp2eft bt-lora` (else λ is learned on this client first).
     #[arg(long)]
     pub lambda: Option<PathBuf>,
+    /// FedL2P: a learning-rate net of this budget (`reproduce`'s fedl2p/r<budget>/ rounds).
+    #[arg(long)]
+    pub lr_net: Option<PathBuf>,
     #[command(flatten)]
     pub learn: LearnArgs,
-    /// Fine-tune learning rate of A and B (λ stays frozen).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
+    /// Fine-tune learning rate of A and B (λ stays frozen) [default: 1e-4; AdaLoRA 1e-3, the
+    /// authors'; FedL2P takes its net's per-matrix rates]
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Output folder: report.json, merged/ (the personalised model), adapter/ (PEFT).
     #[arg(long)]
     pub out: PathBuf,
@@ -100,6 +104,31 @@ fn lambda_for(
     Ok(lf.raw)
 }
 
+/// The method asked for, or the one its input implies; an input the method does not read is
+/// refused rather than ignored.
+fn method_of(a: &PersonalizeArgs) -> Result<MethodKind> {
+    let given = [
+        (a.psg.is_some(), "--psg", MethodKind::Fedp2eft),
+        (a.lambda.is_some(), "--lambda", MethodKind::BtLora),
+        (a.lr_net.is_some(), "--lr-net", MethodKind::Fedl2p),
+    ];
+    let kind = match a.method {
+        Some(k) => k,
+        None => match given.iter().filter(|g| g.0).collect::<Vec<_>>()[..] {
+            [g] => g.2,
+            [] => bail!("choose a method: --method lora|bt-lora|fedp2eft|adalora|fedl2p"),
+            _ => bail!("--psg, --lambda and --lr-net belong to different methods: give one"),
+        },
+    };
+    if let Some(g) = given.iter().find(|g| g.0 && g.2 != kind) {
+        bail!("{} is {}'s input, not {kind}'s", g.1, g.2);
+    }
+    if kind == MethodKind::Fedl2p && a.lr.is_some() {
+        bail!("--lr does not apply to fedl2p: its net gives every matrix its learning rate");
+    }
+    Ok(kind)
+}
+
 pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
     // Checked before any work (core checks again): a bad budget should not cost a λ run.
     if a.budget == 0 || a.budget > a.learn.r_max {
@@ -109,26 +138,28 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
         }
         .into());
     }
+    let kind = method_of(a)?;
     let mut bench = a.learn.data.load(home)?;
     client(&bench, a.learn.client.as_deref())?; // a wrong id fails before the base loads
     let lm = load_base_for(&a.learn.base_dir(home), &mut bench)?;
     let data = client(&bench, a.learn.client.as_deref())?;
     let psg = a.psg.as_deref().map(Psg::load).transpose()?;
-    let lambda = match &psg {
-        Some(_) => None,
-        None if a.lora => None,
-        None if a.bt_lora || a.lambda.is_some() => Some(lambda_for(a, &lm, data)?),
-        None => bail!("choose where λ comes from: --psg FILE, --bt-lora [--lambda FILE] or --lora"),
+    let lr_net = a.lr_net.as_deref().map(LrNet::load).transpose()?;
+    let learned = match kind {
+        MethodKind::BtLora => Some(lambda_for(a, &lm, data)?),
+        _ => None,
     };
     let priors = PriorConfig::default();
-    let method: Box<dyn Method + '_> = match (&psg, &lambda) {
-        (Some(p), _) => Box::new(Fedp2eft::new(p)),
-        (None, Some(raw)) => Box::new(BtLora {
-            raw,
-            priors: &priors,
-        }),
-        (None, None) => Box::new(Lora),
+    let adalora = AdaLoraConfig::default();
+    let inputs = Inputs {
+        psg: psg.as_ref(),
+        learned: learned.as_deref(),
+        priors: Some(&priors),
+        adalora: Some(&adalora),
+        lr_net: lr_net.as_ref(),
+        ..Inputs::default()
     };
+    let method = build(kind, &inputs)?;
     let mut cfg = PersonalizeConfig::new(a.budget);
     cfg.lora = LoraConfig {
         r: a.learn.r_max,
@@ -138,7 +169,7 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
     cfg.train.epochs = a.learn.epochs;
     cfg.train.batch_size = a.learn.batch_size;
     cfg.train.max_len = a.learn.max_len;
-    cfg.train.lr_ab = a.lr;
+    cfg.train.lr_ab = a.lr.unwrap_or(inputs.lr(kind, 1e-4));
     let bars = Bars::new();
     let out = personalize(
         &lm.model,

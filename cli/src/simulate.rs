@@ -12,7 +12,7 @@ use fedp2eft_core::evaluation::{evaluate_pool, pool_clients, PoolResult};
 use fedp2eft_core::federated::convert::layout;
 use fedp2eft_core::federated::http::{Admin, FedClient};
 use fedp2eft_core::federated::RoundConfig;
-use fedp2eft_core::method::{Fedp2eft, Lora, Method};
+use fedp2eft_core::method::{build, Inputs, MethodKind};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::PersonalizeConfig;
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
@@ -52,6 +52,10 @@ pub struct SimulateArgs {
     /// Evaluated clients per language and pool.
     #[arg(long, default_value_t = 1)]
     pub eval_clients: usize,
+    /// Methods evaluated with the trained PSG: fedp2eft, lora, adalora (bt-lora learns λ per
+    /// client and fedl2p its own net: `fedp2eft reproduce` runs those).
+    #[arg(long, value_delimiter = ',', default_value = "fedp2eft,lora")]
+    pub methods: Vec<MethodKind>,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
     /// Output folder: psg-round-<k>.safetensors for every round and results.json.
@@ -152,6 +156,16 @@ pub fn run(a: &SimulateArgs, home: &Path) -> Result<()> {
     if a.budgets.iter().any(|&r| r == 0 || r > a.r_max) {
         bail!("budgets must lie in 1..={}", a.r_max);
     }
+    if let Some(k) = a
+        .methods
+        .iter()
+        .find(|k| matches!(k, MethodKind::BtLora | MethodKind::Fedl2p))
+    {
+        bail!(
+            "simulate trains the PSG only, not what {k} needs (a λ learned per client, a FedL2P \
+             net): `fedp2eft reproduce` evaluates it"
+        );
+    }
     // Two languages unless told otherwise: the whole run then takes minutes on 2 cores.
     let mut data = a.data.clone();
     if a.data.tag() == "emoji" && data.locales.is_none() {
@@ -242,14 +256,20 @@ pub fn run(a: &SimulateArgs, home: &Path) -> Result<()> {
             let mut pc = PersonalizeConfig::new(r);
             pc.lora = cfg.lora.clone();
             pc.train.max_len = a.max_len;
-            let methods: [&dyn Method; 2] = [&Fedp2eft::new(&psg), &Lora];
-            for m in methods {
+            let inputs = Inputs {
+                psg: Some(&psg),
+                ..Inputs::default()
+            };
+            for &k in &a.methods {
+                let m = build(k, &inputs)?;
+                let mut pc = pc.clone();
+                pc.train.lr_ab = inputs.lr(k, pc.train.lr_ab);
                 results.push(evaluate_pool(
                     &lm.model,
                     lm.tokenizer.as_ref(),
                     &eval,
                     pool,
-                    m,
+                    m.as_ref(),
                     &pc,
                     &ctl,
                 )?);

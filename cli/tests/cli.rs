@@ -257,7 +257,8 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         "personalize",
         "--budget",
         "2",
-        "--bt-lora",
+        "--method",
+        "bt-lora",
         "--client",
         &client,
     ];
@@ -345,7 +346,8 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         "personalize",
         "--budget",
         "2",
-        "--lora",
+        "--method",
+        "lora",
         "--data",
         &odd,
         "--client",
@@ -366,7 +368,8 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         "personalize",
         "--budget",
         "5",
-        "--bt-lora",
+        "--method",
+        "bt-lora",
         "--client",
         &client,
     ];
@@ -379,13 +382,58 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         "{}",
         text(&out.stderr)
     );
+    // AdaLoRA through the same command: its ranks reallocated, a PEFT adapter written.
+    let ada = tmp.path().join("ada").to_string_lossy().into_owned();
+    let mut args = vec!["personalize", "--budget", "2", "--method", "adalora"];
+    args.extend(["--client", &client]);
+    args.extend(common);
+    args.extend([
+        "--r-max",
+        "4",
+        "--epochs",
+        "1",
+        "--max-len",
+        "32",
+        "--out",
+        &ada,
+    ]);
+    let out = fedp2eft(&args)?;
+    ensure!(out.status.success(), "adalora: {}", text(&out.stderr));
+    assert!(tmp
+        .path()
+        .join("ada/adapter/adapter_model.safetensors")
+        .is_file());
+    // A method's input given to another, or an unknown method: refused before any work.
+    for (extra, says) in [
+        (
+            ["--method", "lora", "--psg", "psg.safetensors"],
+            "--psg is fedp2eft's input",
+        ),
+        (
+            ["--method", "lora2", "--epochs", "1"],
+            "unknown method `lora2`",
+        ),
+        (
+            ["--method", "fedl2p", "--lr", "1e-3"],
+            "--lr does not apply to fedl2p",
+        ),
+    ] {
+        let mut args = vec!["personalize", "--budget", "2", "--client", &client];
+        args.extend(common);
+        args.extend(extra);
+        args.extend(["--out", &bad]);
+        let out = fedp2eft(&args)?;
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
     // No base model yet: says what to run.
     let none = tmp.path().join("none").to_string_lossy().into_owned();
     let out = fedp2eft(&[
         "personalize",
         "--budget",
         "2",
-        "--bt-lora",
+        "--method",
+        "bt-lora",
         "--data",
         &data,
         "--client",

@@ -16,6 +16,10 @@ pub enum FedError {
     /// The examples cannot be used (empty split, label outside the head, NaN).
     #[error("data: {detail}")]
     Data { detail: String },
+    /// An option the library does not know, or cannot serve with what it holds (a method
+    /// name, a method without its input).
+    #[error("invalid option: {detail}")]
+    InvalidOption { detail: String },
     /// `cancel()` was called.
     #[error("cancelled")]
     Cancelled,

@@ -3,13 +3,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use fedp2eft_core::adapter::export_peft;
+use fedp2eft_core::adapter::{AdapterInit, PriorConfig};
 use fedp2eft_core::control::{CancelToken, Control, Stage};
 use fedp2eft_core::data::{load_emoji, ClientData, EmojiConfig, Pool};
-use fedp2eft_core::method::{Fedp2eft, Lora, Method};
+use fedp2eft_core::method::{build, learn_lambda, Inputs, MethodKind, BASELINE_LAMBDA_INIT};
 use fedp2eft_core::model::spec::save_model;
 use fedp2eft_core::model::{load_base, load_pretrained, LoadedModel, ModelSpec};
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::Psg;
+use fedp2eft_core::train::{encode_all, Dataset};
 
 use crate::FedError;
 
@@ -35,6 +37,11 @@ pub struct PersonalizeOptions {
     /// nothing on disk.
     #[uniffi(default = None)]
     pub out_dir: Option<String>,
+    /// "fedp2eft" (needs a PSG), "lora", "bt-lora" (λ learned on the examples first) or
+    /// "adalora" (its own lr, the authors' 1e-3, replaces `learning_rate`); none: fedp2eft when
+    /// a PSG is loaded, else lora.
+    #[uniffi(default = None)]
+    pub method: Option<String>,
 }
 
 /// One progress tick: `done` of `total` units of a stage ("features", "train", "evaluate",
@@ -271,11 +278,57 @@ impl Personalizer {
         cfg.train.epochs = options.epochs as usize;
         cfg.train.batch_size = options.batch_size as usize;
         cfg.train.lr_ab = options.learning_rate;
-        let method: Box<dyn Method + '_> = match &psg {
-            Some(p) => Box::new(Fedp2eft::new(p)),
-            None => Box::new(Lora),
+        let kind = match options.method.as_deref() {
+            Some(name) => {
+                name.parse()
+                    .map_err(|e: fedp2eft_core::Error| FedError::InvalidOption {
+                        detail: e.to_string(),
+                    })?
+            }
+            None if psg.is_some() => MethodKind::Fedp2eft,
+            None => MethodKind::Lora,
         };
         let lm = &self.model;
+        let priors = PriorConfig::default();
+        let learned = match kind {
+            MethodKind::Fedp2eft if psg.is_none() => {
+                return Err(FedError::InvalidOption {
+                    detail: "fedp2eft needs a PSG: construct the Personalizer with one".into(),
+                })
+            }
+            MethodKind::Fedl2p => {
+                return Err(FedError::InvalidOption {
+                    detail: "fedl2p is not offered through the bindings yet (its learning-rate \
+                             net comes from `fedp2eft reproduce`)"
+                        .into(),
+                })
+            }
+            MethodKind::BtLora => {
+                let enc = encode_all(
+                    &data.train,
+                    lm.tokenizer.as_ref(),
+                    cfg.train.max_len,
+                    lm.model.num_labels(),
+                )?;
+                let set = Dataset {
+                    examples: &enc,
+                    pad_id: lm.tokenizer.pad_id(),
+                };
+                let init = AdapterInit::new(&lm.model, cfg.lora.clone())?;
+                let lam0 = vec![BASELINE_LAMBDA_INIT; cfg.lora.r * lm.model.num_adapted()];
+                let stage = cfg.train.clone();
+                Some(learn_lambda(&lm.model, &set, &init, &lam0, &stage, &priors, &ctl)?.raw)
+            }
+            _ => None,
+        };
+        let inputs = Inputs {
+            psg: psg.as_ref(),
+            learned: learned.as_deref(),
+            priors: Some(&priors),
+            ..Inputs::default()
+        };
+        let method = build(kind, &inputs)?;
+        cfg.train.lr_ab = inputs.lr(kind, cfg.train.lr_ab);
         let out = personalize(
             &lm.model,
             lm.tokenizer.as_ref(),

@@ -1,7 +1,7 @@
 //! A reproduction run's configuration (`configs/*.toml`): the data set and its protocol, the
 //! encoder, the base model's FedAvg, the PSG's federated training and the evaluation grid.
 //! Every field has the paper's value as its default where the paper has one.
-use fedp2eft_core::method::{AdaLoraConfig, Fedl2pConfig};
+use fedp2eft_core::method::{AdaLoraConfig, Fedl2pConfig, MethodKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -184,6 +184,20 @@ impl MethodName {
             MethodName::Adalora => "AdaLoRA",
             MethodName::Fedl2p => "FedL2P",
         }
+    }
+
+    /// The core method this arm runs (None for the base model, not personalized).
+    pub fn kind(self) -> Option<MethodKind> {
+        Some(match self {
+            MethodName::Base => return None,
+            MethodName::Lora | MethodName::LoraTuned => MethodKind::Lora,
+            MethodName::BtLora => MethodKind::BtLora,
+            MethodName::Fedp2eft | MethodName::PsgRanks | MethodName::Fedp2eftTuned => {
+                MethodKind::Fedp2eft
+            }
+            MethodName::Adalora => MethodKind::Adalora,
+            MethodName::Fedl2p => MethodKind::Fedl2p,
+        })
     }
 
     /// The methods that read the PSG: their cells depend on `psg.rounds`.

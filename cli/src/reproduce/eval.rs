@@ -13,10 +13,8 @@ use anyhow::{Context, Result};
 use fedp2eft_core::adapter::{AdapterInit, LoraConfig};
 use fedp2eft_core::data::{multilingual_accuracy, Benchmark, ClientData, Pool};
 use fedp2eft_core::evaluation::pool_clients;
-use fedp2eft_core::method::{learn_lambda, BASELINE_LAMBDA_INIT};
-use fedp2eft_core::method::{
-    AdaLora, AdaLoraConfig, BtLora, Fedl2p, Fedp2eft, Lora, LrNet, Method,
-};
+use fedp2eft_core::method::{build, learn_lambda, Inputs, BASELINE_LAMBDA_INIT};
+use fedp2eft_core::method::{AdaLoraConfig, LrNet, MethodKind};
 use fedp2eft_core::model::LoadedModel;
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
 use fedp2eft_core::psg::Psg;
@@ -242,17 +240,16 @@ fn tune(
                     if done.contains(&(m, c.id.clone(), budget, lr.to_bits())) {
                         continue;
                     }
-                    let method: Box<dyn Method> = if m == MethodName::Fedp2eftTuned {
-                        if lambda_hat.is_none() {
-                            let f = features_of(lm, &inner, cfg.model.max_len, ctl)?;
-                            lambda_hat = Some(psg.predict(&f)?);
-                        }
-                        Box::new(Fedp2eft::with_lambda(
-                            lambda_hat.as_deref().unwrap_or_default(),
-                        ))
-                    } else {
-                        Box::new(Lora)
+                    if m.uses_psg() && lambda_hat.is_none() {
+                        let f = features_of(lm, &inner, cfg.model.max_len, ctl)?;
+                        lambda_hat = Some(psg.predict(&f)?);
+                    }
+                    let kind = m.kind().unwrap_or(MethodKind::Lora);
+                    let inputs = Inputs {
+                        lambda_hat: lambda_hat.as_deref(),
+                        ..Inputs::default()
                     };
+                    let method = build(kind, &inputs)?;
                     let pc = personalize_cfg(cfg, budget, seed, lr);
                     let tok = lm.tokenizer.as_ref();
                     let rep =
@@ -434,33 +431,29 @@ pub fn run(
                         if m == MethodName::Base || !todo(m, budget, seed) {
                             continue;
                         }
-                        let lr = match m {
-                            MethodName::Adalora => adalora.lr,
+                        let Some(kind) = m.kind() else { continue };
+                        let lr_net = nets.get(&budget);
+                        if m == MethodName::Fedl2p && lr_net.is_none() {
+                            continue; // the FedL2P stage trains no net for this budget
+                        }
+                        let inputs = Inputs {
+                            lambda_hat: lambda_hat.as_deref(),
+                            ranks_only: m == MethodName::PsgRanks,
+                            learned: learned.as_deref(),
+                            priors: Some(&cfg.psg.priors),
+                            adalora: Some(&adalora),
+                            lr_net,
+                            psg: None,
+                        };
+                        let method = build(kind, &inputs)?;
+                        let default_lr = match m {
                             MethodName::Fedl2p => 0.0,
                             _ => tuned
                                 .get(&(m, budget))
                                 .copied()
                                 .unwrap_or(cfg.eval.finetune.lr_ab),
                         };
-                        let method: Box<dyn Method> = match (m, &lambda_hat, &learned) {
-                            (MethodName::Lora | MethodName::LoraTuned, _, _) => Box::new(Lora),
-                            (MethodName::Adalora, _, _) => Box::new(AdaLora(&adalora)),
-                            (MethodName::Fedl2p, _, _) => match nets.get(&budget) {
-                                Some(net) => Box::new(Fedl2p(net)),
-                                None => continue,
-                            },
-                            (MethodName::Fedp2eft | MethodName::Fedp2eftTuned, Some(lh), _) => {
-                                Box::new(Fedp2eft::with_lambda(lh))
-                            }
-                            (MethodName::PsgRanks, Some(lh), _) => {
-                                Box::new(Fedp2eft::with_lambda(lh).ranks_only())
-                            }
-                            (MethodName::BtLora, _, Some(raw)) => Box::new(BtLora {
-                                raw,
-                                priors: &cfg.psg.priors,
-                            }),
-                            _ => continue,
-                        };
+                        let lr = inputs.lr(kind, default_lr);
                         let pc = personalize_cfg(cfg, budget, seed, lr);
                         let t = Instant::now();
                         let rep =

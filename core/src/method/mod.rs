@@ -5,12 +5,14 @@
 //! FedL2P live here, each in its own file or folder.
 pub mod adalora;
 pub mod bt_lora;
+pub mod choice;
 pub mod fedl2p;
 pub mod fedp2eft;
 pub mod lora;
 
 pub use adalora::{AdaLora, AdaLoraConfig};
 pub use bt_lora::{learn_lambda, BtLora, LearnedLambda, BASELINE_LAMBDA_INIT};
+pub use choice::{build, Inputs, MethodKind};
 pub use fedl2p::{Fedl2p, Fedl2pConfig, LrNet, LrNetMeta};
 pub use fedp2eft::Fedp2eft;
 pub use lora::Lora;

@@ -135,3 +135,21 @@ def test_typed_errors(personalizer, client):
         fresh.personalize(2, FAST, None)
     with pytest.raises(fx.FedError.Data):
         fx.emoji_benchmark_client("no-such-client")
+
+
+def test_a_method_is_picked_by_name(personalizer):
+    """One list of names for every front end: BT-LoRA learns λ on the examples first, AdaLoRA
+    reallocates its ranks; a name the library does not know, or FedP²EFT without a PSG, is an
+    InvalidOption error naming the choices."""
+    for name in ("lora", "bt-lora", "adalora"):
+        opts = fx.PersonalizeOptions(epochs=1, batch_size=16, learning_rate=1e-3, out_dir=None,
+                                     method=name)
+        report = personalizer.personalize(2, opts, None)
+        assert 0.0 <= report.accuracy_after <= 1.0, name
+        assert report.total_rank >= 1, name
+    with pytest.raises(fx.FedError.InvalidOption) as e:
+        personalizer.personalize(2, fx.PersonalizeOptions(method="lora2"), None)
+    assert "adalora" in e.value.detail
+    with pytest.raises(fx.FedError.InvalidOption) as e:
+        personalizer.personalize(2, fx.PersonalizeOptions(method="fedp2eft"), None)
+    assert "needs a PSG" in e.value.detail

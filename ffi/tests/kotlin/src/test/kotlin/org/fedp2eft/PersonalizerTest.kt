@@ -147,5 +147,9 @@ class PersonalizerTest {
             assertThrows<FedException.Data> { fresh.personalize(2u, fast, null) }
         }
         assertThrows<FedException.Data> { emojiBenchmarkClient("no-such-client") }
+        val method = assertThrows<FedException.InvalidOption> {
+            p.personalize(2u, fast.copy(method = "lora2"), null)
+        }
+        assertTrue("bt-lora" in method.detail, method.detail)
     }
 }
