@@ -6,7 +6,7 @@ use fedp2eft_core::adapter::export_peft;
 use fedp2eft_core::adapter::{AdapterInit, PriorConfig};
 use fedp2eft_core::control::{CancelToken, Control, Stage};
 use fedp2eft_core::data::{load_emoji, ClientData, EmojiConfig, Pool};
-use fedp2eft_core::method::{build, learn_lambda, Inputs, MethodKind, BASELINE_LAMBDA_INIT};
+use fedp2eft_core::method::{build, learn_lambda, Inputs, LrNet, MethodKind, BASELINE_LAMBDA_INIT};
 use fedp2eft_core::model::spec::save_model;
 use fedp2eft_core::model::{load_base, load_pretrained, LoadedModel, ModelSpec};
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig};
@@ -37,11 +37,15 @@ pub struct PersonalizeOptions {
     /// nothing on disk.
     #[uniffi(default = None)]
     pub out_dir: Option<String>,
-    /// "fedp2eft" (needs a PSG), "lora", "bt-lora" (λ learned on the examples first) or
-    /// "adalora" (its own lr, the authors' 1e-3, replaces `learning_rate`); none: fedp2eft when
-    /// a PSG is loaded, else lora.
+    /// "fedp2eft" (needs a PSG), "lora", "bt-lora" (λ learned on the examples first),
+    /// "adalora" (its own lr, the authors' 1e-3, replaces `learning_rate`) or "fedl2p" (needs
+    /// `lr_net_path`); none: fedp2eft when a PSG is loaded, else lora.
     #[uniffi(default = None)]
     pub method: Option<String>,
+    /// FedL2P's learning-rate net for this budget (safetensors, from `fedp2eft reproduce`'s
+    /// `fedl2p/r<budget>/`): it gives every A and B matrix its own learning rate.
+    #[uniffi(default = None)]
+    pub lr_net_path: Option<String>,
 }
 
 /// One progress tick: `done` of `total` units of a stage ("features", "train", "evaluate",
@@ -296,11 +300,9 @@ impl Personalizer {
                     detail: "fedp2eft needs a PSG: construct the Personalizer with one".into(),
                 })
             }
-            MethodKind::Fedl2p => {
+            MethodKind::Fedl2p if options.lr_net_path.is_none() => {
                 return Err(FedError::InvalidOption {
-                    detail: "fedl2p is not offered through the bindings yet (its learning-rate \
-                             net comes from `fedp2eft reproduce`)"
-                        .into(),
+                    detail: "fedl2p needs its learning-rate net: set lr_net_path".into(),
                 })
             }
             MethodKind::BtLora => {
@@ -321,10 +323,15 @@ impl Personalizer {
             }
             _ => None,
         };
+        let lr_net = match (kind, &options.lr_net_path) {
+            (MethodKind::Fedl2p, Some(p)) => Some(LrNet::load(Path::new(p))?),
+            _ => None,
+        };
         let inputs = Inputs {
             psg: psg.as_ref(),
             learned: learned.as_deref(),
             priors: Some(&priors),
+            lr_net: lr_net.as_ref(),
             ..Inputs::default()
         };
         let method = build(kind, &inputs)?;
@@ -416,4 +423,48 @@ pub fn emoji_benchmark_client(client_id: String) -> Result<LocalData, FedError> 
         train: back(&c.train),
         test: back(&c.test),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedp2eft_core::method::{Fedl2pConfig, LrNetMeta};
+
+    /// FedL2P through the options: a net of the base model's layout gives the fine-tune its
+    /// per-matrix rates; without one the option is refused. Needs `fedp2eft fetch` (MiniLM and
+    /// the emoji data), as the binding tests.
+    #[test]
+    fn fedl2p_runs_with_its_net_and_is_refused_without() -> Result<(), FedError> {
+        let minilm = fedp2eft_core::home::minilm_dir();
+        let p = Personalizer::from_pretrained(minilm.to_string_lossy().into(), 8, 42)?;
+        let c = emoji_benchmark_client("seen-en-0".into())?;
+        p.set_examples(c.train, c.test)?;
+        let fast = |net: Option<String>| PersonalizeOptions {
+            epochs: 1,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            out_dir: None,
+            method: Some("fedl2p".into()),
+            lr_net_path: net,
+        };
+        let refused = p.personalize(2, fast(None), None);
+        assert!(
+            matches!(&refused, Err(FedError::InvalidOption { detail }) if detail.contains("lr_net_path")),
+            "{refused:?}"
+        );
+        let dir = tempfile::tempdir().map_err(|e| FedError::Internal {
+            detail: e.to_string(),
+        })?;
+        let path = dir.path().join("net.safetensors");
+        let meta = LrNetMeta::new(p.model_id(), p.num_layers() as usize);
+        LrNet::new(meta, Fedl2pConfig::default(), 7)?.save(&path)?;
+        let report = p.personalize(2, fast(Some(path.to_string_lossy().into())), None)?;
+        assert_eq!(report.total_rank, 2 * p.num_layers());
+        assert!(report.train_steps >= 1);
+        let wrong = LrNetMeta::new("another-model", p.num_layers() as usize);
+        LrNet::new(wrong, Fedl2pConfig::default(), 7)?.save(&path)?;
+        let other = p.personalize(2, fast(Some(path.to_string_lossy().into())), None);
+        assert!(other.is_err(), "a net of another model was used");
+        Ok(())
+    }
 }
