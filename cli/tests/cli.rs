@@ -390,8 +390,9 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
     args.extend([
         "--r-max",
         "4",
+        // Enough steps (≈ 12) for the budget schedule's final phase to mask to the target.
         "--epochs",
-        "1",
+        "4",
         "--max-len",
         "32",
         "--out",
@@ -403,6 +404,31 @@ fn train_base_then_personalize_from_jsonl() -> Result<()> {
         .path()
         .join("ada/adapter/adapter_model.safetensors")
         .is_file());
+    // The exported ranks are AdaLoRA's final ones (masked singular values left out).
+    let read = |f: &str| -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&std::fs::read_to_string(
+            tmp.path().join("ada").join(f),
+        )?)?)
+    };
+    let (cfg, rep) = (read("adapter/adapter_config.json")?, read("report.json")?);
+    let exported: u64 = cfg["target_modules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .map(|m| {
+            cfg["rank_pattern"][m]
+                .as_u64()
+                .or(cfg["r"].as_u64())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(Some(exported), rep["total_rank"].as_u64(), "{cfg}");
+    assert_eq!(
+        exported,
+        2 * 38,
+        "the target budget r·L, not init_r·L = 3·38: {cfg}"
+    );
     // A method's input given to another, or an unknown method: refused before any work.
     for (extra, says) in [
         (

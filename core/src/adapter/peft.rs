@@ -72,19 +72,32 @@ pub fn export_peft_with_prefix(
     let mut specs = Vec::new();
     let mut tensors = Vec::new();
     for lin in model.linears() {
-        // A rank-0 adapter contributes nothing and peft rejects r = 0: treat it as absent.
-        let Some(ad) = lin.adapter.as_ref().filter(|a| a.rank() > 0) else {
+        let Some(ad) = lin.adapter.as_ref() else {
             continue;
         };
-        let module = hf_module_path(&lin.name, &prefix);
+        // Ranks at λ = 0 (AdaLoRA's masked singular values, a pruned λ) contribute nothing:
+        // left out, so the exported ranks are the final ones. A layer left with none is absent
+        // (peft rejects r = 0).
+        let lambda = ad.lambda.tensor().to_vec1::<f32>()?;
+        let live: Vec<u32> = (0..lambda.len() as u32)
+            .filter(|&i| lambda[i as usize] != 0.0)
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        let rank = live.len();
+        let idx = candle_core::Tensor::new(live.as_slice(), ad.a.as_tensor().device())?;
+        let a = ad.a.as_tensor().index_select(&idx, 0)?; // (r', in)
         let b = ad.b.as_tensor().broadcast_mul(ad.lambda.tensor())?; // (out, r): B·diag(λ)
+        let b = b.index_select(&idx, 1)?;
+        let module = hf_module_path(&lin.name, &prefix);
         let key = format!("base_model.model.{module}");
-        tensors.push((format!("{key}.lora_A.weight"), ad.a.as_tensor().clone()));
+        tensors.push((format!("{key}.lora_A.weight"), a));
         tensors.push((format!("{key}.lora_B.weight"), b));
         specs.push(LayerSpec {
             module,
-            rank: ad.rank(),
-            alpha: ad.scaling * ad.rank() as f64,
+            rank,
+            alpha: ad.scaling * rank as f64,
         });
     }
     if specs.is_empty() {
