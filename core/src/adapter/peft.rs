@@ -2,7 +2,9 @@
 //! `adapter_model.safetensors`) that `PeftModel.from_pretrained` loads onto the HF base model
 //! written by [`crate::model::save::save_hf_classifier`].
 //!
-//! peft has no λ, so it is folded into B (B' = B·diag(λ)); the function is unchanged. peft's
+//! peft has no λ, so it is folded into B (B' = B·diag(λ)); the function is unchanged, and ranks
+//! at λ = 0 (AdaLoRA's masked singular values) are left out, so the ranks written are the final
+//! ones (AdaLoRA's SVD form P·Λ·Q is written as this equivalent LoRA). peft's
 //! per-layer scaling is alpha_i / r_i while ours stays α/r_max after pruning, so every layer gets
 //! alpha_i = scaling_i · r_i (`lora_alpha` for the common rank, `alpha_pattern` for the others).
 //!
