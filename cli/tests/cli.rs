@@ -184,8 +184,17 @@ fn bench_vs_reference_runs_both_sides_and_writes_the_ratio_table() -> Result<()>
         .unwrap_or_default();
     ensure!(
         header.contains(&format!("subnormals {mode}"))
-            && header.contains(&format!("threads, subnormals {mode}), scripts")),
+            && header.contains(&format!("threads, subnormals {mode}, kernels ")),
         "the table does not say the subnormals were {mode} on both sides:\n{header}"
+    );
+    // Both sides say which kernels ran: our ISA and gemm level, torch's CPU capability.
+    ensure!(
+        header.contains(", ISA ") && header.contains("matmul gemm "),
+        "no ISA / matmul path in:\n{header}"
+    );
+    ensure!(
+        !header.contains("kernels ?"),
+        "the reference did not report its kernels:\n{header}"
     );
     let json = std::fs::read_dir(out_dir.path())?
         .filter_map(|e| e.ok())

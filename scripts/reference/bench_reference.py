@@ -166,6 +166,8 @@ def main():
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "flush_subnormals": bool(job.get("flush_subnormals", False)),
+                # The kernels torch dispatches to ("AVX512", "AVX2", ...), beside ours.
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             }
         )
     )

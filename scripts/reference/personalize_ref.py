@@ -227,6 +227,7 @@ def run_personalize(job):
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "flush_subnormals": bool(job.get("flush_subnormals", False)),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

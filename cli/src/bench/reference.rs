@@ -115,6 +115,9 @@ pub struct RefMeasured {
     /// Whether torch ran with `set_flush_denormal(True)` (as ours flushes, when it does).
     #[serde(default)]
     pub flush_subnormals: bool,
+    /// torch's kernel level (`torch.backends.cpu.get_cpu_capability()`: "AVX512", "AVX2", …).
+    #[serde(default)]
+    pub cpu_capability: String,
     #[serde(default)]
     pub detail: Option<Value>,
 }

@@ -17,6 +17,13 @@ pub struct Machine {
     /// results written before it existed, when they were not.
     #[serde(default)]
     pub flush_subnormals: bool,
+    /// The CPU's SIMD extensions that matter to the kernels (x86: AVX2, FMA, AVX-512 F / BW /
+    /// VL / DQ / CD / BF16 / FP16; empty in results written before it existed).
+    #[serde(default)]
+    pub isa: Vec<String>,
+    /// The f32 matmul path: candle's gemm and the kernel level it dispatches to at run time.
+    #[serde(default)]
+    pub matmul: String,
     /// Threads candle's CPU kernels use (RAYON_NUM_THREADS, else the available cores).
     pub threads: usize,
     pub available_parallelism: usize,
@@ -30,13 +37,23 @@ impl Machine {
     /// "CPU model, N threads, subnormals flushed|kept": the line every benchmark prints first.
     pub fn describe(&self) -> String {
         format!(
-            "{}, {} threads, subnormals {}",
+            "{}, {} threads, subnormals {}, ISA {}, matmul {}",
             self.cpu,
             self.threads,
             if self.flush_subnormals {
                 "flushed to zero (FTZ/DAZ)"
             } else {
                 "kept (IEEE)"
+            },
+            if self.isa.is_empty() {
+                "?".into()
+            } else {
+                self.isa.join(" ")
+            },
+            if self.matmul.is_empty() {
+                "?"
+            } else {
+                &self.matmul
             }
         )
     }
@@ -52,6 +69,8 @@ impl Machine {
         Self {
             cpu,
             flush_subnormals: fedp2eft_core::runtime::flushing(),
+            isa: isa(),
+            matmul: matmul_path().into(),
             threads: candle_core::utils::get_num_threads(),
             available_parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
@@ -64,6 +83,73 @@ impl Machine {
             .into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+}
+
+/// The SIMD extensions the CPU reports, of those the f32 / bf16 kernels could use.
+fn isa() -> Vec<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let found = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+            ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
+            ("avx512dq", std::arch::is_x86_feature_detected!("avx512dq")),
+            ("avx512cd", std::arch::is_x86_feature_detected!("avx512cd")),
+            (
+                "avx512bf16",
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+            ),
+            (
+                "avx512fp16",
+                std::arch::is_x86_feature_detected!("avx512fp16"),
+            ),
+        ];
+        found
+            .into_iter()
+            .filter(|f| f.1)
+            .map(|f| f.0.to_string())
+            .collect()
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let found = [
+            ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+            ("bf16", std::arch::is_aarch64_feature_detected!("bf16")),
+        ];
+        found
+            .into_iter()
+            .filter(|f| f.1)
+            .map(|f| f.0.to_string())
+            .collect()
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    Vec::new()
+}
+
+/// candle's CPU matmul is the gemm crate (0.19, built with its `x86-v4` feature), which picks
+/// its kernels at run time through pulp: AVX-512F when pulp's x86-v4 level is available, else
+/// AVX2 + FMA (x86-v3), else portable code.
+fn matmul_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if pulp::x86::V4::is_available() {
+            "gemm x86-v4 (AVX-512F kernels)"
+        } else if pulp::x86::V3::is_available() {
+            "gemm x86-v3 (AVX2 + FMA kernels)"
+        } else {
+            "gemm portable kernels"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "gemm aarch64 (NEON kernels)"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "gemm portable kernels"
     }
 }
 

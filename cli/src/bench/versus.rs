@@ -82,7 +82,7 @@ fn table(report: &Report) -> String {
          (personalize: of as many runs, alternating sides; its peak is the largest), each \
          workload in a fresh process per side; ratio = ours / reference (below 1: ours is \
          faster or smaller). Peak RSS includes model loading and, for the reference, the \
-         Python + torch runtime. Reference: torch {} ({} threads, subnormals {}), \
+         Python + torch runtime. Reference: torch {} ({} threads, subnormals {}, kernels {}), \
          scripts/reference/bench_reference.py.\n\nPeak f32: measured {:.0} GFLOP/s, nominal {} \
          ({}).\n\n| model | workload | ours s | reference s | time ratio | ours MB | reference MB \
          | RSS ratio | ours GFLOP/s | ref GFLOP/s | ours % of measured peak |\n\
@@ -100,6 +100,12 @@ fn table(report: &Report) -> String {
             Some(false) => "kept",
             None => "?",
         },
+        report
+            .pairs
+            .first()
+            .map(|x| x.reference.cpu_capability.as_str())
+            .filter(|c| !c.is_empty())
+            .unwrap_or("?"),
         p.measured_gflops,
         p.nominal_gflops
             .map_or("n/a".into(), |g| format!("{g:.0} GFLOP/s")),
