@@ -112,20 +112,10 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
                 if per_seed_rows.iter().all(Vec::is_empty) {
                     continue;
                 }
-                let acc = |rs: &[&Row]| {
-                    let v: Vec<ClientPair> = rs
-                        .iter()
-                        .map(|r| ClientPair {
-                            language: r.language.clone(),
-                            n: r.n,
-                            correct_a: r.correct,
-                            correct_b: 0,
-                            discordant: None,
-                        })
-                        .collect();
-                    mean_over_languages(&v, |p| p.correct_a)
-                };
-                let per_seed: Vec<f64> = per_seed_rows.iter().map(|rs| acc(rs)).collect();
+                let per_seed: Vec<f64> = per_seed_rows
+                    .iter()
+                    .map(|rs| accuracy_of(rs.iter().copied()).0)
+                    .collect();
                 let (mean, sd) = mean_sd(&per_seed);
                 let mut lang: BTreeMap<String, (usize, usize)> = BTreeMap::new();
                 for r in per_seed_rows.iter().flatten() {
@@ -288,23 +278,14 @@ fn by_psg_round(cfg: &ReproConfig, all: &[Row], md: &mut String) -> Result<Vec<R
                 let Some(pair) = compare(cfg, &rows, pool, budget, fed, MethodName::Lora)? else {
                     continue;
                 };
-                let v: Vec<ClientPair> = cell_rows(&rows, pool, fed, budget, seed)
-                    .map(|r| ClientPair {
-                        language: r.language.clone(),
-                        n: r.n,
-                        correct_a: r.correct,
-                        correct_b: 0,
-                        discordant: None,
-                    })
-                    .collect();
-                let accuracy = mean_over_languages(&v, |p| p.correct_a);
-                let items: usize = v.iter().map(|p| p.n).sum();
+                let cell: Vec<&Row> = cell_rows(&rows, pool, fed, budget, seed).collect();
+                let (accuracy, items) = accuracy_of(cell.iter().copied());
                 let p = pair.mcnemar.first().map_or(f64::NAN, |m| m.3);
                 writeln!(
                     md,
                     "| {} | {budget} | {k} | {} | {items} | {accuracy:.2} | {:+.2} [{:+.2}, {:+.2}] | {p:.3} |",
                     pool.as_str(),
-                    v.len(),
+                    cell.len(),
                     pair.diff,
                     pair.low,
                     pair.high
@@ -319,6 +300,22 @@ fn by_psg_round(cfg: &ReproConfig, all: &[Row], md: &mut String) -> Result<Vec<R
     }
     writeln!(md)?;
     Ok(out)
+}
+
+/// The paper's metric over `rows` (mean over languages of pooled accuracy, %) and the test
+/// items behind it.
+fn accuracy_of<'a>(rows: impl Iterator<Item = &'a Row>) -> (f64, usize) {
+    let v: Vec<ClientPair> = rows
+        .map(|r| ClientPair {
+            language: r.language.clone(),
+            n: r.n,
+            correct_a: r.correct,
+            correct_b: 0,
+            discordant: None,
+        })
+        .collect();
+    let items = v.iter().map(|p| p.n).sum();
+    (mean_over_languages(&v, |p| p.correct_a), items)
 }
 
 /// The rows of one cell; the base model's are stored with budget 0 and seed 0.
