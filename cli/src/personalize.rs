@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fedp2eft_core::adapter::{export_peft, LoraConfig, PriorConfig};
-use fedp2eft_core::method::{build, AdaLoraConfig, Inputs, LrNet, MethodKind};
+use fedp2eft_core::adapter::{export_peft, LoraConfig};
+use fedp2eft_core::method::{build, Inputs, LrNet, MethodKind};
 use fedp2eft_core::model::{save_base, LoadedModel};
 use fedp2eft_core::personalize::{personalize, PersonalizeConfig, PersonalizeReport};
 use fedp2eft_core::psg::Psg;
@@ -149,13 +149,10 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
         MethodKind::BtLora => Some(lambda_for(a, &lm, data)?),
         _ => None,
     };
-    let priors = PriorConfig::default();
-    let adalora = AdaLoraConfig::default();
+    // BT-LoRA's clamp range and AdaLoRA's settings: the authors' (Inputs' defaults).
     let inputs = Inputs {
         psg: psg.as_ref(),
         learned: learned.as_deref(),
-        priors: Some(&priors),
-        adalora: Some(&adalora),
         lr_net: lr_net.as_ref(),
         ..Inputs::default()
     };

@@ -107,11 +107,7 @@ fn isa() -> Vec<String> {
                 std::arch::is_x86_feature_detected!("avx512fp16"),
             ),
         ];
-        found
-            .into_iter()
-            .filter(|f| f.1)
-            .map(|f| f.0.to_string())
-            .collect()
+        present(&found)
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -119,14 +115,20 @@ fn isa() -> Vec<String> {
             ("neon", std::arch::is_aarch64_feature_detected!("neon")),
             ("bf16", std::arch::is_aarch64_feature_detected!("bf16")),
         ];
-        found
-            .into_iter()
-            .filter(|f| f.1)
-            .map(|f| f.0.to_string())
-            .collect()
+        present(&found)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     Vec::new()
+}
+
+/// The names of the detected features.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn present(found: &[(&str, bool)]) -> Vec<String> {
+    found
+        .iter()
+        .filter(|f| f.1)
+        .map(|f| f.0.to_string())
+        .collect()
 }
 
 /// candle's CPU matmul is the gemm crate (0.19, built with its `x86-v4` feature), which picks

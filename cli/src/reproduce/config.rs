@@ -208,6 +208,12 @@ impl MethodName {
         )
     }
 
+    /// The PSG round this method's cells record in a run whose PSG trained `rounds` rounds:
+    /// `rounds` for the methods that read the PSG, none for the others.
+    pub fn psg_round(self, rounds: u32) -> Option<u32> {
+        self.uses_psg().then_some(rounds)
+    }
+
     /// The methods whose fine-tune lr is chosen on `lr_grid`.
     pub fn is_tuned(self) -> bool {
         matches!(self, MethodName::LoraTuned | MethodName::Fedp2eftTuned)

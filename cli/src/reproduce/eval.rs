@@ -79,7 +79,7 @@ impl Row {
     }
     /// Whether the row belongs to a run whose PSG trained `rounds` rounds.
     pub fn at_round(&self, rounds: u32) -> bool {
-        !self.method.uses_psg() || self.psg_round == Some(rounds)
+        self.psg_round == self.method.psg_round(rounds)
     }
     pub fn hit_vec(&self) -> Vec<bool> {
         self.hits.bytes().map(|b| b == b'1').collect()
@@ -209,7 +209,7 @@ fn tune(
     let path = dir.join("grid.jsonl");
     let round = cfg.psg.rounds;
     let mut rows: Vec<GridRow> = read_rows(&path)?;
-    rows.retain(|r| !r.method.uses_psg() || r.psg_round == Some(round));
+    rows.retain(|r| r.psg_round == r.method.psg_round(round));
     let done: HashSet<(MethodName, String, usize, u64)> = rows
         .iter()
         .map(|r| (r.method, r.client.clone(), r.budget, r.lr.to_bits()))
@@ -262,7 +262,7 @@ fn tune(
                         lr,
                         correct: rep.accuracy_after.correct,
                         n: rep.accuracy_after.total,
-                        psg_round: m.uses_psg().then_some(round),
+                        psg_round: m.psg_round(round),
                     };
                     append(&path, &row)?;
                     rows.push(row);
@@ -349,7 +349,7 @@ pub fn run(
                     hits,
                     seconds: s,
                     ranks: Vec::new(),
-                    psg_round: method.uses_psg().then_some(round),
+                    psg_round: method.psg_round(round),
                 }
             };
             let mut written = Vec::new();
@@ -375,7 +375,7 @@ pub fn run(
                 written.push(r);
             }
             let todo = |m: MethodName, b: usize, s: u64| {
-                let key = (c.id.clone(), m, b, s, m.uses_psg().then_some(round));
+                let key = (c.id.clone(), m, b, s, m.psg_round(round));
                 cfg.eval.runs(m, b, s, rank) && !done.contains(&key)
             };
             let needs = |m: MethodName| {
