@@ -258,6 +258,17 @@ pub struct EvalConfig {
     /// Narrower grids for some methods (e.g. the secondary baselines at r = 2 and one seed),
     /// keyed by method name.
     pub only: BTreeMap<MethodName, Only>,
+    /// Fewer clients at some budgets, for every method evaluated there (the tighter of this
+    /// and the method's `only` limit holds).
+    pub at_budget: Vec<AtBudget>,
+}
+
+/// A budget evaluated on only the first k clients of each language and pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtBudget {
+    pub budget: usize,
+    pub clients_per_language: usize,
 }
 
 /// A method's budgets and seeds when they are a subset of the evaluation's.
@@ -287,10 +298,12 @@ impl EvalConfig {
     /// language's evaluated clients.
     pub fn runs(&self, m: MethodName, budget: usize, seed: u64, k: usize) -> bool {
         let within = self.only.get(&m).and_then(|o| o.clients_per_language);
+        let mut at = self.at_budget.iter().filter(|a| a.budget == budget);
         self.methods.contains(&m)
             && self.budgets_of(m).contains(&budget)
             && self.seeds_of(m).contains(&seed)
             && within.is_none_or(|n| k < n)
+            && at.all(|a| k < a.clients_per_language)
     }
 }
 
@@ -315,6 +328,7 @@ impl Default for EvalConfig {
             grid_clients_per_language: 1,
             bootstrap: 10_000,
             only: BTreeMap::new(),
+            at_budget: Vec::new(),
         }
     }
 }
@@ -379,6 +393,14 @@ impl ReproConfig {
                     "eval.only.{m:?}: budgets and seeds must come from eval.budgets / eval.seeds"
                 );
             }
+        }
+        if let Some(a) = self
+            .eval
+            .at_budget
+            .iter()
+            .find(|a| !self.eval.budgets.contains(&a.budget))
+        {
+            bail!("eval.at_budget: budget {} is not in eval.budgets", a.budget);
         }
         if self.eval.methods.contains(&MethodName::Fedl2p) {
             let f = &self.fedl2p;
@@ -482,6 +504,28 @@ dir = "d"
         let o = parse("[eval.only.psg-ranks]\nclients_per_language = 1\n")?;
         assert!(o.eval.runs(MethodName::PsgRanks, 2, 42, 0));
         assert!(!o.eval.runs(MethodName::PsgRanks, 2, 42, 1));
+        let at =
+            "[eval]\nbudgets = [2, 8]\n[[eval.at_budget]]\nbudget = 8\nclients_per_language = 2\n";
+        let a = parse(&format!("{at}[eval.only.lora]\nclients_per_language = 1\n"))?;
+        assert!(a.eval.runs(MethodName::Fedp2eft, 8, 42, 1));
+        assert!(
+            !a.eval.runs(MethodName::Fedp2eft, 8, 42, 2),
+            "r = 8 on 2 clients"
+        );
+        assert!(a.eval.runs(MethodName::Fedp2eft, 2, 42, 3), "r = 2 on all");
+        assert!(
+            !a.eval.runs(MethodName::Lora, 8, 42, 1),
+            "the tighter limit holds"
+        );
+        assert_eq!(
+            a.trained_part(),
+            ok.trained_part(),
+            "at_budget is the grid's extent"
+        );
+        assert!(
+            parse(&at.replace("budget = 8", "budget = 4")).is_err(),
+            "not a budget"
+        );
         let f = parse("[eval]\nmethods = [\"lora\", \"fedl2p\"]\n[fedl2p]\nrounds = 5\n")?;
         assert_eq!(
             f.trained_part(),
