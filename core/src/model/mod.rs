@@ -11,6 +11,7 @@ pub mod save;
 pub mod spec;
 mod st_reader;
 pub mod tokenizer;
+pub mod unigram;
 
 pub use bert::{EncoderOutput, SeqClassifier};
 pub use config::BertConfig;
