@@ -39,6 +39,9 @@ pub enum Error {
     Cancelled,
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A method name that does not exist, or a method without the input it needs.
+    #[error("method: {0}")]
+    Method(String),
     #[error("data: {0}")]
     Data(String),
     /// The federation server refused a request or could not be reached (after retries).

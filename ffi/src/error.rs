@@ -62,6 +62,7 @@ impl From<Error> for FedError {
                 code,
                 detail: message,
             },
+            Error::Method(_) => FedError::InvalidOption { detail },
             Error::Candle(_) | Error::Config(_) => FedError::Internal { detail },
         }
     }

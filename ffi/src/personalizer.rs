@@ -282,29 +282,15 @@ impl Personalizer {
         cfg.train.epochs = options.epochs as usize;
         cfg.train.batch_size = options.batch_size as usize;
         cfg.train.lr_ab = options.learning_rate;
+        // A wrong name, or a method without its input, is core's Error::Method: InvalidOption.
         let kind = match options.method.as_deref() {
-            Some(name) => {
-                name.parse()
-                    .map_err(|e: fedp2eft_core::Error| FedError::InvalidOption {
-                        detail: e.to_string(),
-                    })?
-            }
+            Some(name) => name.parse()?,
             None if psg.is_some() => MethodKind::Fedp2eft,
             None => MethodKind::Lora,
         };
         let lm = &self.model;
         let priors = PriorConfig::default();
         let learned = match kind {
-            MethodKind::Fedp2eft if psg.is_none() => {
-                return Err(FedError::InvalidOption {
-                    detail: "fedp2eft needs a PSG: construct the Personalizer with one".into(),
-                })
-            }
-            MethodKind::Fedl2p if options.lr_net_path.is_none() => {
-                return Err(FedError::InvalidOption {
-                    detail: "fedl2p needs its learning-rate net: set lr_net_path".into(),
-                })
-            }
             MethodKind::BtLora => {
                 let enc = encode_all(
                     &data.train,
@@ -449,7 +435,7 @@ mod tests {
         };
         let refused = p.personalize(2, fast(None), None);
         assert!(
-            matches!(&refused, Err(FedError::InvalidOption { detail }) if detail.contains("lr_net_path")),
+            matches!(&refused, Err(FedError::InvalidOption { detail }) if detail.contains("learning-rate net")),
             "{refused:?}"
         );
         let dir = tempfile::tempdir().map_err(|e| FedError::Internal {

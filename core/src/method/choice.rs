@@ -75,7 +75,7 @@ impl FromStr for MethodKind {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = MethodKind::ALL.iter().map(|k| k.as_str()).collect();
-                Error::Config(format!("unknown method `{s}`: one of {}", names.join(", ")))
+                Error::Method(format!("unknown method `{s}`: one of {}", names.join(", ")))
             })
     }
 }
@@ -103,7 +103,7 @@ static PRIORS: LazyLock<PriorConfig> = LazyLock::new(PriorConfig::default);
 static ADALORA: LazyLock<AdaLoraConfig> = LazyLock::new(AdaLoraConfig::default);
 
 fn missing(kind: MethodKind, what: &str) -> Error {
-    Error::Config(format!("method {kind} needs {what}"))
+    Error::Method(format!("{kind} needs {what}"))
 }
 
 impl Inputs<'_> {
@@ -120,7 +120,7 @@ impl Inputs<'_> {
 /// The method `kind`, built from `inputs`.
 pub fn build<'a>(kind: MethodKind, inputs: &Inputs<'a>) -> Result<Box<dyn Method + 'a>> {
     if inputs.ranks_only && kind != MethodKind::Fedp2eft {
-        return Err(Error::Config(format!(
+        return Err(Error::Method(format!(
             "ranks only is FedP²EFT's structure-only arm, not a setting of {kind}"
         )));
     }
