@@ -107,6 +107,17 @@ fn tiny_reproduction_runs_every_stage_and_resumes() -> Result<()> {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
     // FedP²EFT against LoRA, LoRA (tuned), BT-LoRA, AdaLoRA, PSG ranks and base, in both pools.
     assert_eq!(json["pairs"].as_array().map(Vec::len), Some(2 * 6));
+    for p in json["pairs"].as_array().into_iter().flatten() {
+        let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            p["clients"].as_u64() > Some(0) && p["items"].as_u64() > Some(0),
+            "{p}"
+        );
+        assert!(
+            (f("ours_accuracy") - f("other_accuracy") - f("diff")).abs() < 1e-9,
+            "the paired accuracies give Δ: {p}"
+        );
+    }
 
     // The figures, as PNG files.
     let o = fedp2eft(&["plot", &out_s])?;

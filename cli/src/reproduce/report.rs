@@ -50,6 +50,12 @@ struct Pair {
     high: f64,
     /// Exact McNemar per seed: (ours only right, other only right, p).
     mcnemar: Vec<(u64, usize, usize, f64)>,
+    /// The clients both ran on, their test items (one seed's), and both methods' accuracy
+    /// (%) there: the table's own accuracy column is each method's on its own clients.
+    clients: usize,
+    items: usize,
+    ours_accuracy: f64,
+    other_accuracy: f64,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -95,9 +101,9 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
             writeln!(md, "## {} pool, r = {budget}\n", pool.as_str())?;
             writeln!(
                 md,
-                "| method | accuracy | seeds | clients | items | gained / lost vs base | Δ FedP²EFT − method [95 % CI] | McNemar p |"
+                "| method | accuracy | seeds | clients | items | gained / lost vs base | Δ FedP²EFT − method [95 % CI] | McNemar p | paired on: clients, items, FedP²EFT vs method |"
             )?;
-            writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+            writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
             let base: BTreeMap<&str, &Row> = find(pool, MethodName::Base, 0, 0)
                 .into_iter()
                 .map(|r| (r.client.as_str(), r))
@@ -149,9 +155,14 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
                 };
                 let mut delta = String::from("");
                 let mut p_text = String::from("");
+                let mut on = String::from("");
                 if let Some(ours) = m.rival(&cfg.eval.methods) {
                     if let Some(pair) = compare(cfg, &rows, pool, budget, ours, m)? {
                         delta = format!("{:+.2} [{:+.2}, {:+.2}]", pair.diff, pair.low, pair.high);
+                        on = format!(
+                            "{}, {}, {:.2} vs {:.2}",
+                            pair.clients, pair.items, pair.ours_accuracy, pair.other_accuracy
+                        );
                         p_text = pair
                             .mcnemar
                             .iter()
@@ -168,7 +179,7 @@ pub fn run(cfg: &ReproConfig, out: &Path) -> Result<()> {
                 };
                 writeln!(
                     md,
-                    "| {} | {acc} | {} | {} | {} | {} / {} | {delta} | {p_text} |",
+                    "| {} | {acc} | {} | {} | {} | {} / {} | {delta} | {p_text} | {on} |",
                     m.label(),
                     cell.per_seed.len(),
                     cell.clients,
@@ -382,6 +393,7 @@ fn compare(
     }
     let pairs: Vec<ClientPair> = by_client.into_values().collect();
     let ci = paired_bootstrap_ci(&pairs, cfg.eval.bootstrap, 0.95, 7)?;
+    let seeds = mcnemar.len().max(1);
     Ok(Some(Pair {
         pool,
         budget,
@@ -391,5 +403,9 @@ fn compare(
         low: ci.low,
         high: ci.high,
         mcnemar,
+        clients: pairs.len(),
+        items: pairs.iter().map(|p| p.n).sum::<usize>() / seeds,
+        ours_accuracy: mean_over_languages(&pairs, |p| p.correct_a),
+        other_accuracy: mean_over_languages(&pairs, |p| p.correct_b),
     }))
 }
