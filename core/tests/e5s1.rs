@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use fedp2eft_core::model::e5s1::read_e5s1;
+use fedp2eft_core::model::word_table::WordTable;
 use fedp2eft_core::model::{E5s1, Tokenize};
 use fedp2eft_core::Error;
 use serde::Deserialize;
@@ -127,25 +128,27 @@ fn dequantised_rows_match_python_reference() -> Result<()> {
     ensure!(golden.samples.len() >= 8, "too few golden rows");
     let tensors = &model().tensors;
     for s in &golden.samples {
-        let t = tensors
-            .get(&s.tensor)
-            .with_context(|| format!("no tensor {}", s.tensor))?;
-        let row = if t.rank() == 1 {
-            t.clone()
+        ensure!(tensors.contains_key(&s.tensor), "no tensor {}", s.tensor);
+        // The word table keeps its Q4_0 codes (a u8 grid table): its rows come back through
+        // its lookup, and must be the reference's values exactly, as every other tensor's.
+        let row = if s.tensor.ends_with("word_embeddings.weight") {
+            let ids = candle_core::Tensor::new(&[s.row as u32], &candle_core::Device::Cpu)?;
+            let table = WordTable::from_map(tensors, &s.tensor)?;
+            ensure!(
+                matches!(table, WordTable::Grid { .. }),
+                "word table not a grid"
+            );
+            table.lookup(&ids)?.get(0)?
         } else {
-            t.get(s.row)?
+            let t = &tensors[&s.tensor];
+            if t.rank() == 1 {
+                t.clone()
+            } else {
+                t.get(s.row)?
+            }
         };
-        // The word table is kept in f16 (build::F16_WORD_TABLE_MIN): its rows must be the
-        // reference's values rounded to f16, exactly.
-        let narrow = t.dtype() == candle_core::DType::F16;
-        let row = row.to_dtype(candle_core::DType::F32)?;
         let ours: Vec<f32> = row.narrow(0, 0, s.values.len())?.to_vec1()?;
         for (i, (a, b)) in ours.iter().zip(&s.values).enumerate() {
-            let b = if narrow {
-                half::f16::from_f32(*b).to_f32()
-            } else {
-                *b
-            };
             ensure!(
                 (a - b).abs() <= 1e-6,
                 "{}[{}][{i}]: {a} vs {b}",
@@ -175,7 +178,7 @@ fn config_and_shapes_are_multilingual_e5_small() -> Result<()> {
     ensure!(c.model_type == "xlm-roberta" && c.first_position() == 0 && c.pad_token_id == 1);
     ensure!(m.tokenizer.vocab_size() == 250_002 && m.tokenizer.pad_id() == 1);
     ensure!(
-        m.tensors.len() == 5 + 12 * 16,
+        m.tensors.len() == 6 + 12 * 16, // the word table's scales beside its codes
         "{} tensors",
         m.tensors.len()
     );
@@ -269,5 +272,29 @@ fn corrupt_files_are_format_errors() -> Result<()> {
         &patched(off_at - 4, &196_600u32.to_le_bytes()),
         "element count",
     )?;
+    Ok(())
+}
+
+/// A model saved from e5-small (f32 safetensors, as `train-base` and `reproduce` write their
+/// bases) loads back with a grid word table holding the same values: nothing is rounded to f16
+/// on the way, and the table stays a byte per value.
+#[test]
+fn a_saved_e5_model_keeps_its_word_table_exact() -> Result<()> {
+    use fedp2eft_core::model::build::build_classifier;
+    use fedp2eft_core::model::{load_hf, save_hf_classifier};
+    let m = model();
+    let dev = candle_core::Device::Cpu;
+    let built = build_classifier(&m.config, &m.tensors, 3, 42, &dev)?;
+    ensure!(matches!(built.embeddings.word, WordTable::Grid { .. }));
+    let dir = tempfile::tempdir()?;
+    save_hf_classifier(&built, dir.path())?;
+    let back = load_hf(dir.path(), 3, 42, &dev)?;
+    let word = &back.embeddings.word;
+    ensure!(matches!(word, WordTable::Grid { .. }), "reloaded table is not a grid");
+    ensure!(word.bytes() == 250_037 * 384 + 4 * 250_037 * 12);
+    let ids: Vec<u32> = (0..250_037).step_by(97).collect();
+    let ids = candle_core::Tensor::new(ids.as_slice(), &dev)?;
+    let (a, b) = (built.embeddings.word.lookup(&ids)?, word.lookup(&ids)?);
+    ensure!(a.to_vec2::<f32>()? == b.to_vec2::<f32>()?, "rows differ");
     Ok(())
 }

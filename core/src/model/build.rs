@@ -10,6 +10,7 @@ use rand_distr::{Distribution, Normal};
 use super::bert::{EncoderLayer, SeqClassifier};
 use super::layers::{Embeddings, LayerNorm};
 use super::linear::AdaptedLinear;
+use super::word_table::WordTable;
 use super::BertConfig;
 use crate::{Error, Result};
 
@@ -41,6 +42,27 @@ impl Weights<'_> {
             )));
         }
         Ok(t.clone())
+    }
+
+    /// The word table under `name`: a grid table as stored, a dense one compacted.
+    fn word_table(&self, name: &str, shape: &[usize]) -> Result<WordTable> {
+        let full = format!("{}{name}", self.prefix);
+        let key = if self.map.contains_key(&full) {
+            &full
+        } else {
+            name
+        };
+        let table = WordTable::from_map(self.map, key)?;
+        if table.dims() != shape {
+            return Err(Error::Mismatch(format!(
+                "weight `{full}` has shape {:?}, the config implies {shape:?}",
+                table.dims()
+            )));
+        }
+        match table {
+            WordTable::Dense(t) => Ok(WordTable::Dense(compact_word_table(t)?)),
+            grid => Ok(grid),
+        }
     }
 
     fn has(&self, name: &str) -> bool {
@@ -99,11 +121,11 @@ pub fn build_classifier(
             "position offset beyond the position table".into(),
         ));
     }
-    // As stored: an f16 table stays f16 (converting it to f32 and back would double the
-    // load's peak memory).
-    let word = w.get_stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+    // As stored: an f16 or grid table stays so (converting it to f32 and back would double
+    // the load's peak memory).
+    let word = w.word_table("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
     let embeddings = Embeddings {
-        word: compact_word_table(word)?,
+        word,
         position: w.get("embeddings.position_embeddings.weight", &[max_pos, h])?,
         token_type: w.get(
             "embeddings.token_type_embeddings.weight",
@@ -182,10 +204,12 @@ pub fn build_classifier(
     })
 }
 
-/// Word tables of at least this many values (128 MB in f32) are kept in f16: multilingual
-/// vocabularies (e5-small: 250k × 384 = 384 MB in f32) dominate the model's memory, and a
-/// frozen lookup table loses nothing that matters at f16's 11-bit precision (rows are widened
-/// to f32 as they are gathered). Small tables (MiniLM: 30k × 384) stay f32.
+/// Word tables of at least this many values (128 MB in f32) are kept compact: multilingual
+/// vocabularies (e5-small: 250k × 384 = 384 MB in f32) dominate the model's memory. A table on
+/// a block grid (e5-small's Q4_0 values) keeps a byte per value, exactly (word_table.rs); any
+/// other goes to f16, and a frozen lookup table loses nothing that matters at f16's 11-bit
+/// precision (rows are widened to f32 as they are gathered). Small tables (MiniLM: 30k × 384)
+/// stay f32.
 pub const F16_WORD_TABLE_MIN: usize = 32 << 20;
 
 fn compact_word_table(word: Tensor) -> Result<Tensor> {

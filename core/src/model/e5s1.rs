@@ -10,7 +10,9 @@
 //!            u64 offset from file start, u64 n_bytes)
 //! ```
 //!
-//! Every tensor is dequantised to f32 on the CPU and renamed to its Hugging Face BERT name.
+//! Every tensor is dequantised to f32 on the CPU and renamed to its Hugging Face BERT name,
+//! except the word table: it keeps its Q4_0 codes as a grid table (word_table.rs), a byte per
+//! value with the block scales beside it under `embeddings.word_embeddings.scales`.
 //! The position table has MAXP = 512 rows: XLM-R's 514 minus the two rows below its first real
 //! position (e5.c gives `<s>` position 0), hence `position_offset = Some(0)`. No pooler is stored.
 use std::collections::HashMap;
@@ -20,6 +22,7 @@ use candle_core::{Device, Tensor};
 use half::f16;
 
 use crate::model::e5_tokenizer::{E5Tokenizer, SpecialIds};
+use crate::model::word_table::{scales_name, GridBuilder, WordTable};
 use crate::model::BertConfig;
 use crate::{Error, Result};
 
@@ -30,7 +33,8 @@ const VERSION: u32 = 1;
 const QK: usize = 32;
 const Q4_BLOCK_BYTES: usize = 18;
 
-/// The E5S1 model, dequantised: HF-named f32 tensors on the CPU, config and tokenizer.
+/// The E5S1 model: HF-named tensors on the CPU (f32; the word table's codes u8 with its f32
+/// scales), config and tokenizer.
 #[derive(Debug)]
 pub struct E5s1 {
     pub config: BertConfig,
@@ -87,9 +91,17 @@ pub fn read_e5s1(bytes: &[u8], path: &Path) -> Result<E5s1> {
             && t.hf_name.ends_with("word_embeddings.weight")
             && n >= super::build::F16_WORD_TABLE_MIN
         {
-            // The word table goes to f16 (as `build` would) a slice at a time: its f32 form
-            // (384 MB for e5-small) never exists whole.
-            tensors.insert(t.hf_name, dequantize_q4_0_f16(t.data, n, t.shape)?);
+            // The word table keeps its Q4_0 codes, a byte each (word_table.rs): exact, and
+            // its f32 form (384 MB for e5-small) never exists.
+            let [vocab, hidden] = t.shape[..] else {
+                return Err(fail(format!("{}: shape {:?}", t.hf_name, t.shape)));
+            };
+            let (codes, scales) = match q4_0_grid(t.data, vocab, hidden)? {
+                WordTable::Grid { codes, scales } => (codes, scales),
+                WordTable::Dense(_) => unreachable!("q4_0_grid builds a grid table"),
+            };
+            tensors.insert(scales_name(&t.hf_name), scales);
+            tensors.insert(t.hf_name, codes);
             continue;
         }
         let values = match t.dtype {
@@ -143,18 +155,18 @@ fn check_q4(blocks: &[u8], n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Q4_0 to an f16 tensor, dequantising 64k weights at a time.
-fn dequantize_q4_0_f16(blocks: &[u8], n: usize, shape: Vec<usize>) -> Result<Tensor> {
-    const CHUNK: usize = 1 << 16; // weights; a multiple of QK
-    check_q4(blocks, n)?;
-    let mut out: Vec<f16> = Vec::with_capacity(n);
-    let mut buf = vec![0f32; CHUNK];
-    for src in blocks.chunks(CHUNK / QK * Q4_BLOCK_BYTES) {
-        let dst = &mut buf[..src.len() / Q4_BLOCK_BYTES * QK];
-        dequantize_blocks(src, dst);
-        out.extend(dst.iter().map(|&x| f16::from_f32(x)));
+/// Q4_0 blocks as a grid word table: each block's nibbles q become codes k = q − 8, its f16
+/// scale an f32 one, so the table computes exactly the values `dequantize_q4_0` would.
+fn q4_0_grid(blocks: &[u8], vocab: usize, hidden: usize) -> Result<WordTable> {
+    check_q4(blocks, vocab * hidden)?;
+    let mut grid = GridBuilder::with_capacity(vocab * hidden);
+    for b in blocks.chunks_exact(Q4_BLOCK_BYTES) {
+        let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let lo = b[2..].iter().map(|&q| (q & 0x0F) as i8 - 8);
+        let hi = b[2..].iter().map(|&q| (q >> 4) as i8 - 8);
+        grid.push_coded(lo.chain(hi), d);
     }
-    Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+    grid.finish(vocab, hidden, &Device::Cpu)
 }
 
 fn dequantize_blocks(src: &[u8], dst: &mut [f32]) {

@@ -3,6 +3,7 @@
 //! the composite forms are used when one does.
 use candle_core::{DType, Tensor, D};
 
+use super::word_table::WordTable;
 use crate::kernels;
 use crate::Result;
 
@@ -60,8 +61,8 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     /// (vocab, hidden); frozen: it dominates memory and barely moves under fine-tuning.
-    /// f16 for large vocabularies, else f32.
-    pub word: Tensor,
+    /// Compact for large vocabularies (`build::F16_WORD_TABLE_MIN`), else f32.
+    pub word: WordTable,
     pub position: Tensor,
     pub token_type: Tensor,
     pub norm: LayerNorm,
@@ -72,10 +73,8 @@ impl Embeddings {
     /// ids: (batch, seq) u32 → (batch, seq, hidden)
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let hidden = self.word.dim(1)?;
-        let words = self.word.index_select(&ids.flatten_all()?, 0)?;
-        // A large table is stored in f16 (see `build::F16_WORD_TABLE_MIN`).
-        let words = words.to_dtype(DType::F32)?;
+        let hidden = self.word.dims()[1];
+        let words = self.word.lookup(&ids.flatten_all()?)?;
         let words = words.reshape((b, t, hidden))?;
         let pos = self.position.narrow(0, self.first_position, t)?; // (seq, hidden)
         let tt = self.token_type.get(0)?; // every input is a single segment

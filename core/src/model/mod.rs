@@ -12,6 +12,7 @@ pub mod spec;
 mod st_reader;
 pub mod tokenizer;
 pub mod unigram;
+pub mod word_table;
 
 pub use bert::{EncoderOutput, SeqClassifier};
 pub use config::BertConfig;

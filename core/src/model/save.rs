@@ -47,7 +47,7 @@ pub fn save_hf_classifier(model: &SeqClassifier, dir: &Path) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = vec![
         (
             format!("{p}embeddings.word_embeddings.weight"),
-            e.word.to_dtype(candle_core::DType::F32)?,
+            e.word.to_f32()?,
         ),
         (
             format!("{p}embeddings.position_embeddings.weight"),

@@ -10,6 +10,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
+use half::f16;
+
+use super::word_table::{scales_name, GridBuilder, WordTable, BLOCK};
 use crate::{Error, Result};
 
 #[derive(Deserialize)]
@@ -86,22 +89,13 @@ fn read_with(path: &Path, dev: &Device, f16_min: usize) -> Result<HashMap<String
         let numel = shape.iter().product::<usize>();
         let t = if dt == DType::F32 && name.ends_with("word_embeddings.weight") && numel >= f16_min
         {
-            // Converted while reading: the f32 table never exists in memory.
-            let mut out = Vec::with_capacity(numel);
-            let mut buf = vec![0f32; 1 << 18];
-            let mut left = numel;
-            while left > 0 {
-                let chunk = &mut buf[..left.min(1 << 18)];
-                f.read_exact(bytemuck::cast_slice_mut(chunk))
-                    .map_err(|e| bad(format!("{name}: {e}")))?;
-                out.extend(
-                    chunk
-                        .iter()
-                        .map(|&x| half::f16::from_f32(f32::from_bits(u32::from_le(x.to_bits())))),
-                );
-                left -= chunk.len();
+            match read_word_table(&mut f, &shape, dev).map_err(|e| bad(format!("{name}: {e}")))? {
+                WordTable::Grid { codes, scales } => {
+                    out.insert(scales_name(&name), scales);
+                    codes
+                }
+                WordTable::Dense(t) => t,
             }
-            Tensor::from_vec(out, shape, dev)?
         } else if dt == DType::F32 {
             let mut v = vec![0f32; (end - start) / 4];
             f.read_exact(bytemuck::cast_slice_mut(&mut v))
@@ -118,6 +112,49 @@ fn read_with(path: &Path, dev: &Device, f16_min: usize) -> Result<HashMap<String
         out.insert(name, t);
     }
     Ok(out)
+}
+
+/// A large f32 word table, read a chunk at a time into its compact form (the f32 table never
+/// exists in memory): a grid table while every block lies on a grid (a model saved from
+/// e5-small's Q4_0 values comes back exactly), f16 from the first block that does not.
+fn read_word_table(f: &mut File, shape: &[usize], dev: &Device) -> std::io::Result<WordTable> {
+    const CHUNK: usize = 1 << 18; // values; a multiple of BLOCK
+    let numel: usize = shape.iter().product();
+    let grid_shape = match shape {
+        [v, h] if h % BLOCK == 0 => Some((*v, *h)),
+        _ => None,
+    };
+    let mut grid = grid_shape.map(|_| GridBuilder::with_capacity(numel));
+    let mut half: Vec<f16> = Vec::new();
+    let mut buf = vec![0f32; CHUNK];
+    let mut left = numel;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(CHUNK)];
+        f.read_exact(bytemuck::cast_slice_mut(chunk))?;
+        chunk
+            .iter_mut()
+            .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+        left -= chunk.len();
+        let mut rest: &[f32] = chunk;
+        if let Some(g) = grid.as_mut() {
+            let on_grid = rest.chunks(BLOCK).take_while(|b| g.push(b)).count();
+            rest = &rest[(on_grid * BLOCK).min(rest.len())..];
+            if rest.is_empty() {
+                continue;
+            }
+            half.reserve_exact(numel);
+            half.extend(g.values().map(f16::from_f32));
+            grid = None;
+        }
+        half.extend(rest.iter().map(|&x| f16::from_f32(x)));
+    }
+    let to_io = |e: crate::Error| std::io::Error::other(e.to_string());
+    match (grid, grid_shape) {
+        (Some(g), Some((v, h))) => g.finish(v, h, dev).map_err(to_io),
+        _ => Ok(WordTable::Dense(
+            Tensor::from_vec(half, shape, dev).map_err(|e| to_io(e.into()))?,
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +193,41 @@ mod tests {
             h.to_dtype(DType::F32)?.to_vec2::<f32>()?,
             want.to_vec2::<f32>()?
         );
+        Ok(())
+    }
+
+    /// A table on a block grid (as saved from Q4_0 values) comes back as a grid table, value
+    /// for value; one block off grid after the first read chunk makes the whole table f16.
+    #[test]
+    fn a_grid_table_is_kept_exactly_and_an_off_grid_block_falls_back_to_f16() -> Result<()> {
+        let dev = Device::Cpu;
+        let (v, h) = (700, 512); // 358,400 values: more than one read chunk
+        let d = half::f16::from_f32(0.0173).to_f32();
+        let values: Vec<f32> = (0..v * h)
+            .map(|i| ((i * 7 + i / BLOCK) % 16) as f32 - 8.0)
+            .enumerate()
+            .map(|(i, k)| k * d * (1 + i / BLOCK % 3) as f32)
+            .collect();
+        let mut off = values.clone();
+        off[v * h - 5] = 1e-3;
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
+        for (table, on_grid) in [(&values, true), (&off, false)] {
+            let path = dir.path().join("m.safetensors");
+            let word = Tensor::from_vec(table.clone(), (v, h), &dev)?;
+            let name = "emb.word_embeddings.weight".to_string();
+            candle_core::safetensors::save(&HashMap::from([(name.clone(), word)]), &path)?;
+            let m = read_with(&path, &dev, 1000)?;
+            let t = WordTable::from_map(&m, &name)?;
+            let back = t.to_f32()?.flatten_all()?.to_vec1::<f32>()?;
+            if on_grid {
+                assert!(matches!(t, WordTable::Grid { .. }) && m.len() == 2);
+                assert_eq!(back, values);
+            } else {
+                assert!(matches!(t, WordTable::Dense(ref w) if w.dtype() == DType::F16));
+                let want: Vec<f32> = off.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+                assert_eq!(back, want);
+            }
+        }
         Ok(())
     }
 }
