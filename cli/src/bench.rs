@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Labels of the classification head (the emoji benchmark's 8 groups).
     #[arg(long, default_value_t = 8)]
     pub labels: usize,
+    /// `personalize`: examples per forward and backward pass, the gradient accumulated over
+    /// them (`personalize --micro-batch`) [default: whole batches].
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
     /// Folder of the JSON results and the README.md table.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
@@ -114,6 +118,10 @@ fn worker_args(
         v.push(flag.into());
         v.push(value);
     }
+    if let Some(m) = args.micro_batch {
+        v.push("--micro-batch".into());
+        v.push(m.to_string().into());
+    }
     v
 }
 
@@ -183,6 +191,7 @@ pub fn run(args: &BenchArgs, home: &Path) -> Result<()> {
         iters: args.iters,
         r_max: args.r_max,
         labels: args.labels,
+        micro_batch: args.micro_batch,
     };
     if let Some(w) = args.worker {
         let spec = args.model.first().context("--worker needs one --model")?;

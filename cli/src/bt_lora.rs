@@ -34,6 +34,11 @@ pub struct LearnArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Examples per forward and backward pass: each step's gradient is accumulated over
+    /// micro-batches of this size (the same step, a fraction of the activation memory)
+    /// [default: the whole batch]
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
 }
@@ -81,6 +86,7 @@ pub fn learn(
     let cfg = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
+        micro_batch: a.micro_batch,
         max_len: a.max_len,
         ..Default::default()
     };

@@ -205,3 +205,67 @@ fn a_client_round_returns_an_updated_copy_of_the_psg() -> anyhow::Result<()> {
     assert!(client_round(&model, &tok, client, &global, &bad, &Control::default()).is_err());
     Ok(())
 }
+
+/// Micro-batches accumulate the batch's gradient: BT-LoRA stage 1 (CE + priors, batch 16, 2
+/// epochs) a micro-batch of 5 at a time learns the λ of whole batches and reports their losses,
+/// up to float summation order (parts summed unweighted would report ≈ 4× the loss; Adam's
+/// scale invariance would hide it in λ).
+#[test]
+fn micro_batches_give_the_whole_batch_step() -> anyhow::Result<()> {
+    let (model, enc, pad) = setup()?;
+    let set = Dataset {
+        examples: &enc,
+        pad_id: pad,
+    };
+    let r = 4;
+    let init = AdapterInit::new(
+        &model,
+        LoraConfig {
+            r,
+            lora_alpha: 8.0,
+            seed: 42,
+        },
+    )?;
+    let lam0 = vec![1e-4f32; r * model.num_adapted()];
+    let learn = |micro_batch: Option<usize>| {
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 16,
+            micro_batch,
+            max_len: 32,
+            ..Default::default()
+        };
+        learn_lambda(
+            &model,
+            &set,
+            &init,
+            &lam0,
+            &cfg,
+            &PriorConfig::default(),
+            &Control::default(),
+        )
+    };
+    let whole = learn(None)?;
+    let micro = learn(Some(5))?;
+    assert!(enc.len() > 16, "{} examples: no batch to split", enc.len());
+    assert_eq!(micro.report.steps, whole.report.steps);
+    assert_eq!(micro.report.examples_seen, whole.report.examples_seen);
+    for (a, b) in micro.report.epoch_loss.iter().zip(&whole.report.epoch_loss) {
+        assert!((a - b).abs() < 1e-4 * b.abs(), "epoch loss {a} vs {b}");
+    }
+    let moved: f32 = whole
+        .raw
+        .iter()
+        .zip(&lam0)
+        .map(|(a, b)| (a - b).abs())
+        .sum();
+    let diff: f32 = micro
+        .raw
+        .iter()
+        .zip(&whole.raw)
+        .map(|(a, b)| (a - b).abs())
+        .sum();
+    assert!(moved > 0.0);
+    assert!(diff < 1e-3 * moved, "λ differ by {diff} (moved {moved})");
+    Ok(())
+}

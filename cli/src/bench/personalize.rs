@@ -40,6 +40,7 @@ pub fn run(spec: &ModelSpec, shape: Shape, home: &Path, job_dir: Option<&Path>) 
     let mut cfg = PersonalizeConfig::new(BUDGET);
     cfg.lora.r = shape.r_max;
     cfg.lora.lora_alpha = 2.0 * shape.r_max as f64;
+    cfg.train.micro_batch = shape.micro_batch;
     let (max_len, labels) = (cfg.train.max_len, lm.model.num_labels());
     let tok = lm.tokenizer.as_ref();
     let train = encode_all(&data.train, tok, max_len, labels)?;

@@ -59,6 +59,9 @@ pub struct Shape {
     pub iters: usize,
     pub r_max: usize,
     pub labels: usize,
+    /// `personalize`'s micro-batch (None: whole batches).
+    #[serde(default)]
+    pub micro_batch: Option<usize>,
 }
 
 /// What one worker measured.

@@ -8,6 +8,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// 32 for the paper's mBERT runs.
     pub batch_size: usize,
+    /// Examples per forward and backward pass when fewer than `batch_size`: the step's
+    /// gradient is accumulated over micro-batches of this size, the same step with a fraction
+    /// of the activation memory (a phone's budget). None: the whole batch at once.
+    pub micro_batch: Option<usize>,
     /// Token limit per example (specials included); the paper uses 128 (XNLI) / 256.
     pub max_len: usize,
     /// AdamW learning rate of LoRA A and B (task_lr 1e-4).
@@ -31,6 +35,7 @@ impl Default for TrainConfig {
         Self {
             epochs: 2,
             batch_size: 32,
+            micro_batch: None,
             max_len: 128,
             lr_ab: 1e-4,
             lr_lambda: 1e-2,

@@ -263,6 +263,60 @@ fn ab_optimisers(params: &Params, cfg: &TrainConfig) -> Result<Vec<AdamW>> {
         .collect()
 }
 
+/// One batch's loss value and gradients, with what it covered.
+struct BatchGradients {
+    loss: f32,
+    grads: GradStore,
+    size: usize,
+    tokens: usize,
+}
+
+/// The loss and gradients of the batch `idx`, computed `micro` examples at a time when that is
+/// fewer. Each part's loss is weighted by its share of the batch: a task's loss is a mean over
+/// its examples plus terms that do not depend on them (the priors), so the weighted parts sum
+/// to the batch's loss and their gradients to its gradient, while only one part's activations
+/// are alive at a time. A non-finite part stops the batch at once.
+fn batch_gradients(task: &dyn Task, idx: &[usize], micro: Option<usize>) -> Result<BatchGradients> {
+    let micro = micro.unwrap_or(idx.len()).max(1);
+    if micro >= idx.len() {
+        let b = task.loss(idx)?;
+        let loss = b.loss.to_scalar::<f32>()?;
+        let grads = if loss.is_finite() {
+            b.loss.backward()?
+        } else {
+            GradStore::default()
+        };
+        return Ok(BatchGradients {
+            loss,
+            grads,
+            size: b.size,
+            tokens: b.tokens,
+        });
+    }
+    let mut out = BatchGradients {
+        loss: 0.0,
+        grads: GradStore::default(),
+        size: 0,
+        tokens: 0,
+    };
+    let mut loss = 0f64;
+    for part in idx.chunks(micro) {
+        let b = task.loss(part)?;
+        let weighted = (b.loss * (part.len() as f64 / idx.len() as f64))?;
+        let value = weighted.to_scalar::<f32>()?;
+        loss += f64::from(value);
+        out.size += b.size;
+        out.tokens += b.tokens;
+        if !value.is_finite() {
+            out.loss = value;
+            return Ok(out);
+        }
+        out.grads.extend(weighted.backward()?)?;
+    }
+    out.loss = loss as f32;
+    Ok(out)
+}
+
 /// Trains `params` of `model` on `data` for `cfg.epochs` epochs.
 pub fn train(
     model: &SeqClassifier,
@@ -323,8 +377,8 @@ pub fn run_with(
         let mut epoch_loss = 0f64;
         for idx in chunks(&order, cfg.batch_size) {
             ctl.cancel.check()?;
-            let b = task.loss(idx)?;
-            let value = b.loss.to_scalar::<f32>()?;
+            let b = batch_gradients(task, idx, cfg.micro_batch)?;
+            let value = b.loss;
             if !value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     phase: phase.to_string(),
@@ -332,7 +386,7 @@ pub fn run_with(
                     value,
                 });
             }
-            let mut grads = b.loss.backward()?;
+            let mut grads = b.grads;
             if let Some(max) = cfg.max_grad_norm {
                 clip_grad_norm(&mut grads, &clipped, max)?;
             }
