@@ -165,7 +165,7 @@ pub fn run(a: &PersonalizeArgs, home: &Path) -> Result<()> {
     };
     cfg.train.epochs = a.learn.epochs;
     cfg.train.batch_size = a.learn.batch_size;
-    cfg.train.micro_batch = a.learn.micro_batch;
+    cfg.train.micro_batch = Some(a.learn.micro_batch);
     cfg.train.max_len = a.learn.max_len;
     cfg.train.lr_ab = a.lr.unwrap_or(inputs.lr(kind, 1e-4));
     let bars = Bars::new();

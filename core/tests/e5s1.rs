@@ -290,7 +290,10 @@ fn a_saved_e5_model_keeps_its_word_table_exact() -> Result<()> {
     save_hf_classifier(&built, dir.path())?;
     let back = load_hf(dir.path(), 3, 42, &dev)?;
     let word = &back.embeddings.word;
-    ensure!(matches!(word, WordTable::Grid { .. }), "reloaded table is not a grid");
+    ensure!(
+        matches!(word, WordTable::Grid { .. }),
+        "reloaded table is not a grid"
+    );
     ensure!(word.bytes() == 250_037 * 384 + 4 * 250_037 * 12);
     let ids: Vec<u32> = (0..250_037).step_by(97).collect();
     let ids = candle_core::Tensor::new(ids.as_slice(), &dev)?;

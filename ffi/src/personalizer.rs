@@ -31,10 +31,10 @@ pub struct PersonalizeOptions {
     #[uniffi(default = 32)]
     pub batch_size: u32,
     /// Examples per forward and backward pass: each step's gradient is accumulated over
-    /// micro-batches of this size, the same step in a fraction of the activation memory. None:
-    /// the whole batch at once.
-    #[uniffi(default = None)]
-    pub micro_batch: Option<u32>,
+    /// micro-batches of this size, the same step in a fraction of the activation memory (4
+    /// keeps e5-small under 500 MB; ≥ `batch_size`: whole batches).
+    #[uniffi(default = 4)]
+    pub micro_batch: u32,
     /// Learning rate of LoRA A and B.
     #[uniffi(default = 1e-4)]
     pub learning_rate: f64,
@@ -286,7 +286,7 @@ impl Personalizer {
         }
         cfg.train.epochs = options.epochs as usize;
         cfg.train.batch_size = options.batch_size as usize;
-        cfg.train.micro_batch = options.micro_batch.map(|m| m as usize);
+        cfg.train.micro_batch = Some(options.micro_batch as usize);
         cfg.train.lr_ab = options.learning_rate;
         // A wrong name, or a method without its input, is core's Error::Method: InvalidOption.
         let kind = match options.method.as_deref() {
@@ -434,7 +434,7 @@ mod tests {
         let fast = |net: Option<String>| PersonalizeOptions {
             epochs: 1,
             batch_size: 16,
-            micro_batch: None,
+            micro_batch: 4,
             learning_rate: 1e-3,
             out_dir: None,
             method: Some("fedl2p".into()),
