@@ -3,7 +3,7 @@ use candle_core::{DType, Device};
 use fedp2eft_core::adapter::{AdapterInit, LoraConfig, PriorConfig};
 use fedp2eft_core::data::{load_emoji, EmojiConfig};
 use fedp2eft_core::features::{extract, SD_EPS};
-use fedp2eft_core::method::learn_lambda;
+use fedp2eft_core::method::{learn_lambda, LearnedLambda};
 use fedp2eft_core::model::{load_hf, HfTokenizer, SeqClassifier, Tokenize};
 use fedp2eft_core::psg::{Psg, PsgConfig, PsgMeta, FEATURE_LAYOUT};
 use fedp2eft_core::train::{encode_all, make_batch, Dataset, Encoded, TrainConfig};
@@ -22,6 +22,38 @@ fn setup() -> anyhow::Result<(SeqClassifier, Vec<Encoded>, u32)> {
     let tok = HfTokenizer::from_file(&dir.join("tokenizer.json"))?;
     let enc = encode_all(&client.train, &tok, 32, bench.num_labels)?;
     Ok((model, enc, tok.pad_id()))
+}
+
+/// Adapters per layer of the stage-1 tests.
+const R: usize = 4;
+
+/// λ at the authors' init, 1e-4, for every rank.
+fn floor(model: &SeqClassifier) -> Vec<f32> {
+    vec![1e-4; R * model.num_adapted()]
+}
+
+/// BT-LoRA stage 1 on `set` from `floor` (r = 4, α 8, seed 42, the default priors) under `cfg`.
+fn stage_one(
+    model: &SeqClassifier,
+    set: &Dataset,
+    cfg: &TrainConfig,
+) -> anyhow::Result<LearnedLambda> {
+    let lora = LoraConfig {
+        r: R,
+        lora_alpha: 8.0,
+        seed: 42,
+    };
+    let init = AdapterInit::new(model, lora)?;
+    let priors = PriorConfig::default();
+    Ok(learn_lambda(
+        model,
+        set,
+        &init,
+        &floor(model),
+        cfg,
+        &priors,
+        &Control::default(),
+    )?)
 }
 
 #[test]
@@ -79,28 +111,13 @@ fn stage_one_moves_lambda_and_stage_two_fits_the_psg_towards_it() -> anyhow::Res
         examples: &enc,
         pad_id: pad,
     };
-    let r = 4;
-    let lora = LoraConfig {
-        r,
-        lora_alpha: 8.0,
-        seed: 42,
-    };
-    let init = AdapterInit::new(&model, lora)?;
-    let lam0 = vec![1e-4f32; r * model.num_adapted()];
+    let (r, lam0) = (R, floor(&model));
     let cfg = TrainConfig {
         epochs: 1,
         max_len: 32,
         ..Default::default()
     };
-    let learned = learn_lambda(
-        &model,
-        &set,
-        &init,
-        &lam0,
-        &cfg,
-        &PriorConfig::default(),
-        &Control::default(),
-    )?;
+    let learned = stage_one(&model, &set, &cfg)?;
     assert_eq!(learned.raw.len(), lam0.len());
     let moved = learned
         .raw
@@ -217,16 +234,7 @@ fn micro_batches_give_the_whole_batch_step() -> anyhow::Result<()> {
         examples: &enc,
         pad_id: pad,
     };
-    let r = 4;
-    let init = AdapterInit::new(
-        &model,
-        LoraConfig {
-            r,
-            lora_alpha: 8.0,
-            seed: 42,
-        },
-    )?;
-    let lam0 = vec![1e-4f32; r * model.num_adapted()];
+    let lam0 = floor(&model);
     let learn = |micro_batch: Option<usize>| {
         let cfg = TrainConfig {
             epochs: 2,
@@ -235,15 +243,7 @@ fn micro_batches_give_the_whole_batch_step() -> anyhow::Result<()> {
             max_len: 32,
             ..Default::default()
         };
-        learn_lambda(
-            &model,
-            &set,
-            &init,
-            &lam0,
-            &cfg,
-            &PriorConfig::default(),
-            &Control::default(),
-        )
+        stage_one(&model, &set, &cfg)
     };
     let whole = learn(None)?;
     let micro = learn(Some(5))?;
