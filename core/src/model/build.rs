@@ -27,38 +27,40 @@ impl Weights<'_> {
         Ok(self.get_stored(name, shape)?.to_dtype(DType::F32)?)
     }
 
+    /// `name` with the checkpoint's prefix: how errors name a weight.
+    fn full(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The key `name` is stored under: with the checkpoint's prefix, else bare.
+    fn key(&self, name: &str) -> Option<String> {
+        let full = self.full(name);
+        if self.map.contains_key(&full) {
+            Some(full)
+        } else {
+            self.map.contains_key(name).then(|| name.to_string())
+        }
+    }
+
+    /// `key`, or the error naming the prefixed weight that is missing.
+    fn present(&self, name: &str) -> Result<String> {
+        self.key(name)
+            .ok_or_else(|| Error::Mismatch(format!("weight `{}` is missing", self.full(name))))
+    }
+
     /// The tensor in the dtype it was stored in.
     fn get_stored(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let full = format!("{}{name}", self.prefix);
-        let t = self
-            .map
-            .get(&full)
-            .or_else(|| self.map.get(name))
-            .ok_or_else(|| Error::Mismatch(format!("weight `{full}` is missing")))?;
-        if t.dims() != shape {
-            return Err(Error::Mismatch(format!(
-                "weight `{full}` has shape {:?}, the config implies {shape:?}",
-                t.dims()
-            )));
-        }
+        let key = self.present(name)?;
+        let t = &self.map[&key];
+        check_shape(&self.full(name), t.dims(), shape)?;
         Ok(t.clone())
     }
 
     /// The word table under `name`: a grid table as stored, a dense one compacted.
     fn word_table(&self, name: &str, shape: &[usize]) -> Result<WordTable> {
-        let full = format!("{}{name}", self.prefix);
-        let key = if self.map.contains_key(&full) {
-            &full
-        } else {
-            name
-        };
-        let table = WordTable::from_map(self.map, key)?;
-        if table.dims() != shape {
-            return Err(Error::Mismatch(format!(
-                "weight `{full}` has shape {:?}, the config implies {shape:?}",
-                table.dims()
-            )));
-        }
+        let key = self.present(name)?;
+        let table = WordTable::from_map(self.map, &key)?;
+        check_shape(&self.full(name), table.dims(), shape)?;
         match table {
             WordTable::Dense(t) => Ok(WordTable::Dense(compact_word_table(t)?)),
             grid => Ok(grid),
@@ -66,8 +68,18 @@ impl Weights<'_> {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.map.contains_key(&format!("{}{name}", self.prefix)) || self.map.contains_key(name)
+        self.key(name).is_some()
     }
+}
+
+/// The shape error `build` gives for weight `full`.
+fn check_shape(full: &str, dims: &[usize], shape: &[usize]) -> Result<()> {
+    if dims != shape {
+        return Err(Error::Mismatch(format!(
+            "weight `{full}` has shape {dims:?}, the config implies {shape:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn normal_init(shape: (usize, usize), rng: &mut ChaCha8Rng, dev: &Device) -> Result<Tensor> {

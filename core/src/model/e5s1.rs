@@ -22,7 +22,7 @@ use candle_core::{Device, Tensor};
 use half::f16;
 
 use crate::model::e5_tokenizer::{E5Tokenizer, SpecialIds};
-use crate::model::word_table::{scales_name, GridBuilder, WordTable};
+use crate::model::word_table::{GridBuilder, WordTable};
 use crate::model::BertConfig;
 use crate::{Error, Result};
 
@@ -96,12 +96,7 @@ pub fn read_e5s1(bytes: &[u8], path: &Path) -> Result<E5s1> {
             let [vocab, hidden] = t.shape[..] else {
                 return Err(fail(format!("{}: shape {:?}", t.hf_name, t.shape)));
             };
-            let (codes, scales) = match q4_0_grid(t.data, vocab, hidden)? {
-                WordTable::Grid { codes, scales } => (codes, scales),
-                WordTable::Dense(_) => unreachable!("q4_0_grid builds a grid table"),
-            };
-            tensors.insert(scales_name(&t.hf_name), scales);
-            tensors.insert(t.hf_name, codes);
+            q4_0_grid(t.data, vocab, hidden)?.insert_into(&mut tensors, t.hf_name);
             continue;
         }
         let values = match t.dtype {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use half::f16;
 
-use super::word_table::{scales_name, GridBuilder, WordTable, BLOCK};
+use super::word_table::{GridBuilder, WordTable, BLOCK};
 use crate::{Error, Result};
 
 #[derive(Deserialize)]
@@ -87,16 +87,13 @@ fn read_with(path: &Path, dev: &Device, f16_min: usize) -> Result<HashMap<String
         f.seek(SeekFrom::Start((8 + n + start) as u64))
             .map_err(|e| Error::io(path, e))?;
         let numel = shape.iter().product::<usize>();
-        let t = if dt == DType::F32 && name.ends_with("word_embeddings.weight") && numel >= f16_min
-        {
-            match read_word_table(&mut f, &shape, dev).map_err(|e| bad(format!("{name}: {e}")))? {
-                WordTable::Grid { codes, scales } => {
-                    out.insert(scales_name(&name), scales);
-                    codes
-                }
-                WordTable::Dense(t) => t,
-            }
-        } else if dt == DType::F32 {
+        if dt == DType::F32 && name.ends_with("word_embeddings.weight") && numel >= f16_min {
+            read_word_table(&mut f, &shape, dev)
+                .map_err(|e| bad(format!("{name}: {e}")))?
+                .insert_into(&mut out, name);
+            continue;
+        }
+        let t = if dt == DType::F32 {
             let mut v = vec![0f32; (end - start) / 4];
             f.read_exact(bytemuck::cast_slice_mut(&mut v))
                 .map_err(|e| bad(format!("{name}: {e}")))?;

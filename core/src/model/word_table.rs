@@ -75,6 +75,20 @@ impl WordTable {
         Self::grid(t.clone(), scales.clone())
     }
 
+    /// Stores the table in `map` under `name` the way `from_map` reads it back: a dense
+    /// tensor as is, a grid table as its codes with the scales beside them.
+    pub fn insert_into(self, map: &mut HashMap<String, Tensor>, name: String) {
+        match self {
+            Self::Dense(t) => {
+                map.insert(name, t);
+            }
+            Self::Grid { codes, scales } => {
+                map.insert(scales_name(&name), scales);
+                map.insert(name, codes);
+            }
+        }
+    }
+
     pub fn dims(&self) -> &[usize] {
         match self {
             Self::Dense(t) => t.dims(),
@@ -180,10 +194,6 @@ impl GridBuilder {
             .chunks_exact(BLOCK)
             .zip(&self.scales)
             .flat_map(|(c, &s)| c.iter().map(move |&c| (f32::from(c) - OFFSET) * s))
-    }
-
-    pub fn len(&self) -> usize {
-        self.codes.len()
     }
 
     pub fn is_empty(&self) -> bool {

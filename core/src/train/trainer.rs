@@ -272,27 +272,13 @@ struct BatchGradients {
 }
 
 /// The loss and gradients of the batch `idx`, computed `micro` examples at a time when that is
-/// fewer. Each part's loss is weighted by its share of the batch: a task's loss is a mean over
+/// fewer (a whole batch is one part, weighted by exactly 1). Each part's loss is weighted by its
+/// share of the batch: a task's loss is a mean over
 /// its examples plus terms that do not depend on them (the priors), so the weighted parts sum
 /// to the batch's loss and their gradients to its gradient, while only one part's activations
 /// are alive at a time. A non-finite part stops the batch at once.
 fn batch_gradients(task: &dyn Task, idx: &[usize], micro: Option<usize>) -> Result<BatchGradients> {
     let micro = micro.unwrap_or(idx.len()).max(1);
-    if micro >= idx.len() {
-        let b = task.loss(idx)?;
-        let loss = b.loss.to_scalar::<f32>()?;
-        let grads = if loss.is_finite() {
-            b.loss.backward()?
-        } else {
-            GradStore::default()
-        };
-        return Ok(BatchGradients {
-            loss,
-            grads,
-            size: b.size,
-            tokens: b.tokens,
-        });
-    }
     let mut out = BatchGradients {
         loss: 0.0,
         grads: GradStore::default(),
