@@ -3,43 +3,204 @@
 //! candle ops it is fifteen graph nodes per layer (head reshapes, transposes, copies, two batched
 //! matmuls, the softmax), each of which costs a zero-filled gradient buffer and an extra pass in
 //! the backward; here it is one node, and the probabilities are the only state kept.
+//!
+//! One parallel task per batch element does its heads one after another: the scores of a head
+//! (queries × keys) are computed, normalised and multiplied by V while they are in cache, and
+//! every operand is read in place from the (seq, hidden) slabs (no split or merge copies).
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
 
+use super::simd::{vectorized, Kernel};
 use super::slice;
-use super::softmax::{masked_softmax, softmax_grad};
+use super::softmax::{softmax_grad_row, softmax_row};
+use super::tile::{matmul, transpose, Out, View};
+
+/// The sizes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    heads: usize,
+    /// Head width.
+    hd: usize,
+    /// Hidden size, heads · hd: the row stride of every slab.
+    h: usize,
+    queries: usize,
+    keys: usize,
+    scale: f32,
+}
 
 struct Attention {
     heads: usize,
     scale: f64,
-    /// (batch, 1, 1, keys) additive mask.
-    mask: Tensor,
-    /// The probabilities (batch·heads, queries, keys), kept for the backward pass (training).
-    probs: Option<Mutex<Option<Tensor>>>,
+    /// (batch · keys) additive mask: 0 for tokens, a large negative for padding.
+    bias: Vec<f32>,
+    /// The probabilities (batch, heads, queries, keys), kept for the backward pass (training).
+    probs: Option<Mutex<Option<Vec<f32>>>>,
 }
 
-/// (b, t, heads·hd) → (b·heads, t, hd), contiguous.
-fn split_heads(x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-    let (b, t, h) = x.dims3()?;
-    x.reshape((b, t, heads, h / heads))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b * heads, t, h / heads))
+impl Attention {
+    fn dims(&self, b: usize, queries: usize, keys: usize, h: usize) -> candle_core::Result<Dims> {
+        if h % self.heads != 0 || self.bias.len() != b * keys {
+            candle_core::bail!(
+                "attention: hidden {h} over {} heads, mask of {} values for {b} × {keys} keys",
+                self.heads,
+                self.bias.len()
+            );
+        }
+        Ok(Dims {
+            heads: self.heads,
+            hd: h / self.heads,
+            h,
+            queries,
+            keys,
+            scale: self.scale as f32,
+        })
+    }
 }
 
-/// (b·heads, t, hd) → (b, t, heads·hd), contiguous.
-fn merge_heads(x: &Tensor, b: usize) -> candle_core::Result<Tensor> {
-    let (bh, t, hd) = x.dims3()?;
-    let heads = bh / b;
-    x.reshape((b, heads, t, hd))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, t, heads * hd))
+/// One batch element's forward: ctx (queries, h) from q (queries, h), k and v (keys, h). The
+/// probabilities of head i go to `probs[i · stride..]` (stride 0: one scratch reused).
+struct Forward<'a> {
+    d: Dims,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    bias: &'a [f32],
+    ctx: &'a mut [f32],
+    probs: &'a mut [f32],
+    stride: usize,
+    /// (hd, keys) scratch for a head's Kᵀ.
+    kt: &'a mut [f32],
 }
 
-fn tensor(s: &CpuStorage, l: &Layout) -> candle_core::Result<Tensor> {
-    Tensor::from_slice(slice(s, l)?, l.shape(), &Device::Cpu)
+impl Kernel for Forward<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let Dims {
+            heads,
+            hd,
+            h,
+            queries: tq,
+            keys: t,
+            scale,
+        } = self.d;
+        for head in 0..heads {
+            let col = head * hd;
+            let off = head * self.stride;
+            transpose(self.k, col, h, t, hd, self.kt);
+            let mut s = Out {
+                data: &mut *self.probs,
+                off,
+                rs: t,
+            };
+            matmul(
+                tq,
+                t,
+                hd,
+                View::rows(self.q, col, h),
+                View::rows(self.kt, 0, t),
+                &mut s,
+            );
+            for row in self.probs[off..off + tq * t].chunks_exact_mut(t) {
+                softmax_row(row, self.bias, scale);
+            }
+            let p = View::rows(self.probs, off, t);
+            let mut ctx = Out {
+                data: &mut *self.ctx,
+                off: col,
+                rs: h,
+            };
+            matmul(tq, hd, t, p, View::rows(self.v, col, h), &mut ctx);
+        }
+    }
+}
+
+/// One batch element's backward from the kept probabilities p (heads, queries, keys) and the
+/// output gradient g (queries, h): dq (queries, h), dk and dv (keys, h).
+struct Backward<'a> {
+    d: Dims,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    p: &'a [f32],
+    g: &'a [f32],
+    dq: &'a mut [f32],
+    dk: &'a mut [f32],
+    dv: &'a mut [f32],
+    /// (hd, keys) scratch for a head's Vᵀ.
+    vt: &'a mut [f32],
+    /// (queries, keys) scratch for the gradient of a head's scores.
+    ds: &'a mut [f32],
+}
+
+impl Kernel for Backward<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let Dims {
+            heads,
+            hd,
+            h,
+            queries: tq,
+            keys: t,
+            scale,
+        } = self.d;
+        for head in 0..heads {
+            let col = head * hd;
+            let off = head * tq * t;
+            let g = View::rows(self.g, col, h);
+            // dV = Pᵀ·G
+            matmul(
+                t,
+                hd,
+                tq,
+                View::transposed(self.p, off, t),
+                g,
+                &mut head_cols(self.dv, col, h),
+            );
+            // dP = G·Vᵀ, then dS = scale · P ⊙ (dP − Σ dP ⊙ P) row by row.
+            transpose(self.v, col, h, t, hd, self.vt);
+            let mut ds = Out {
+                data: &mut *self.ds,
+                off: 0,
+                rs: t,
+            };
+            matmul(tq, t, hd, g, View::rows(self.vt, 0, t), &mut ds);
+            let p = &self.p[off..off + tq * t];
+            for (d, p) in self.ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                softmax_grad_row(d, p, scale);
+            }
+            // dQ = dS·K, dK = dSᵀ·Q
+            let k = View::rows(self.k, col, h);
+            matmul(
+                tq,
+                hd,
+                t,
+                View::rows(self.ds, 0, t),
+                k,
+                &mut head_cols(self.dq, col, h),
+            );
+            let q = View::rows(self.q, col, h);
+            matmul(
+                t,
+                hd,
+                tq,
+                View::transposed(self.ds, 0, t),
+                q,
+                &mut head_cols(self.dk, col, h),
+            );
+        }
+    }
+}
+
+/// A head's columns (from `col`) of a (seq, h) slab, as a product's output.
+#[inline(always)]
+fn head_cols(data: &mut [f32], col: usize, h: usize) -> Out<'_> {
+    Out {
+        data,
+        off: col,
+        rs: h,
+    }
 }
 
 impl CustomOp3 for Attention {
@@ -56,8 +217,9 @@ impl CustomOp3 for Attention {
         sv: &CpuStorage,
         lv: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, _, h) = lq.shape().dims3()?;
-        if lk.shape() != lv.shape() || lk.shape().dims3()?.2 != h || h % self.heads != 0 {
+        let (b, tq, h) = lq.shape().dims3()?;
+        let (bk, t, hk) = lk.shape().dims3()?;
+        if lk.shape() != lv.shape() || bk != b || hk != h {
             candle_core::bail!(
                 "attention: q {:?}, k {:?}, v {:?}",
                 lq.shape(),
@@ -65,21 +227,44 @@ impl CustomOp3 for Attention {
                 lv.shape()
             );
         }
-        let q = split_heads(&tensor(sq, lq)?, self.heads)?;
-        let k = split_heads(&tensor(sk, lk)?, self.heads)?;
-        let v = split_heads(&tensor(sv, lv)?, self.heads)?;
-        let (bh, tq, _) = q.dims3()?;
-        let t = k.dim(1)?;
-        let scores = q.matmul(&k.t()?)?.reshape((b, self.heads, tq, t))?;
-        let probs = masked_softmax(&scores, &self.mask, self.scale)?.reshape((bh, tq, t))?;
-        let ctx = merge_heads(&probs.matmul(&v)?, b)?;
-        if let Some(keep) = &self.probs {
-            *keep
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? = Some(probs);
+        let d = self.dims(b, tq, t, h)?;
+        let (q, k, v) = (slice(sq, lq)?, slice(sk, lk)?, slice(sv, lv)?);
+        let mut ctx = vec![0f32; b * tq * h];
+        let task =
+            |bi: usize, ctx: &mut [f32], probs: &mut [f32], stride: usize, kt: &mut [f32]| {
+                vectorized(Forward {
+                    d,
+                    q: &q[bi * tq * h..(bi + 1) * tq * h],
+                    k: &k[bi * t * h..(bi + 1) * t * h],
+                    v: &v[bi * t * h..(bi + 1) * t * h],
+                    bias: &self.bias[bi * t..(bi + 1) * t],
+                    ctx,
+                    probs,
+                    stride,
+                    kt,
+                })
+            };
+        let kt = || vec![0f32; d.hd * t];
+        match &self.probs {
+            Some(keep) => {
+                let mut probs = vec![0f32; b * d.heads * tq * t];
+                ctx.par_chunks_mut(tq * h)
+                    .zip(probs.par_chunks_mut(d.heads * tq * t))
+                    .enumerate()
+                    .for_each_init(kt, |kt, (bi, (ctx, p))| task(bi, ctx, p, tq * t, kt));
+                *keep
+                    .lock()
+                    .map_err(|_| candle_core::Error::Msg("attention: poisoned".into()))? =
+                    Some(probs);
+            }
+            None => {
+                ctx.par_chunks_mut(tq * h).enumerate().for_each_init(
+                    || (kt(), vec![0f32; tq * t]),
+                    |(kt, p), (bi, ctx)| task(bi, ctx, p, 0, kt),
+                );
+            }
         }
-        let out = ctx.flatten_all()?.to_vec1::<f32>()?;
-        Ok((CpuStorage::F32(out), Shape::from((b, tq, h))))
+        Ok((CpuStorage::F32(ctx), Shape::from((b, tq, h))))
     }
 
     fn bwd(
@@ -95,23 +280,63 @@ impl CustomOp3 for Attention {
             .as_ref()
             .and_then(|m| m.lock().ok().and_then(|mut p| p.take()))
             .ok_or_else(|| candle_core::Error::Msg("attention: no probabilities kept".into()))?;
-        let b = q.dim(0)?;
-        let (q, k, v) = (
-            split_heads(&q.detach(), self.heads)?,
-            split_heads(&k.detach(), self.heads)?,
-            split_heads(&v.detach(), self.heads)?,
+        let (b, tq, h) = q.dims3()?;
+        let t = k.dim(1)?;
+        let d = self.dims(b, tq, t, h)?;
+        let g = g.contiguous()?;
+        let (gs, qs, ks, vs) = (
+            g.storage_and_layout(),
+            q.storage_and_layout(),
+            k.storage_and_layout(),
+            v.storage_and_layout(),
         );
-        let g = split_heads(&g.detach(), self.heads)?; // (bh, tq, hd)
-        let dv = p.t()?.matmul(&g)?; // (bh, t, hd)
-        let dp = g.matmul(&v.t()?)?; // (bh, tq, t)
-        let ds = softmax_grad(&p, &dp, self.scale)?; // d(scores before scaling)
-        let dq = ds.matmul(&k)?;
-        let dk = ds.t()?.matmul(&q)?;
+        let (g, q, k, v) = (
+            cpu(&gs.0, gs.1)?,
+            cpu(&qs.0, qs.1)?,
+            cpu(&ks.0, ks.1)?,
+            cpu(&vs.0, vs.1)?,
+        );
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; b * tq * h],
+            vec![0f32; b * t * h],
+            vec![0f32; b * t * h],
+        );
+        let (nq, nk, np) = (tq * h, t * h, d.heads * tq * t);
+        dq.par_chunks_mut(nq)
+            .zip(dk.par_chunks_mut(nk).zip(dv.par_chunks_mut(nk)))
+            .enumerate()
+            .for_each_init(
+                || (vec![0f32; d.hd * t], vec![0f32; tq * t]),
+                |(vt, ds), (bi, (dq, (dk, dv)))| {
+                    vectorized(Backward {
+                        d,
+                        q: &q[bi * nq..(bi + 1) * nq],
+                        k: &k[bi * nk..(bi + 1) * nk],
+                        v: &v[bi * nk..(bi + 1) * nk],
+                        p: &p[bi * np..(bi + 1) * np],
+                        g: &g[bi * nq..(bi + 1) * nq],
+                        dq,
+                        dk,
+                        dv,
+                        vt,
+                        ds,
+                    })
+                },
+            );
+        let tensor = |x: Vec<f32>, n: usize| Tensor::from_vec(x, (b, n, h), &Device::Cpu);
         Ok((
-            Some(merge_heads(&dq, b)?),
-            Some(merge_heads(&dk, b)?),
-            Some(merge_heads(&dv, b)?),
+            Some(tensor(dq, tq)?),
+            Some(tensor(dk, t)?),
+            Some(tensor(dv, t)?),
         ))
+    }
+}
+
+/// The contiguous f32 values of a CPU tensor's storage.
+fn cpu<'a>(s: &'a Storage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match s {
+        Storage::Cpu(c) => slice(c, l),
+        _ => candle_core::bail!("attention: tensor is not on the CPU"),
     }
 }
 
@@ -129,7 +354,7 @@ pub fn attention(
     let op = Attention {
         heads,
         scale,
-        mask: mask.clone(),
+        bias: mask.flatten_all()?.to_vec1::<f32>()?,
         probs: training.then(|| Mutex::new(None)),
     };
     q.contiguous()?

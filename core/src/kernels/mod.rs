@@ -16,6 +16,7 @@ mod math;
 mod norm;
 mod simd;
 mod softmax;
+mod tile;
 
 pub use attention::attention;
 pub use gelu::gelu;

@@ -100,20 +100,36 @@ impl Kernel for Fwd<'_> {
             .enumerate()
         {
             let b = (self.first_row + i) / op.rows_per_batch;
-            let bias = &op.bias[b * keys..(b + 1) * keys];
-            for ((y, &x), &m) in y.iter_mut().zip(x).zip(bias) {
-                *y = x * op.scale + m;
-            }
-            let max = max(y);
-            for y in y.iter_mut() {
-                *y = exp(*y - max);
-            }
-            let sum = sum_by(keys, |i| y[i]);
-            let inv = 1.0 / sum;
-            for y in y.iter_mut() {
-                *y *= inv;
-            }
+            y.copy_from_slice(x);
+            softmax_row(y, &op.bias[b * keys..(b + 1) * keys], op.scale);
         }
+    }
+}
+
+/// y ← softmax(scale·y + bias) in place, for one row of scores.
+#[inline(always)]
+pub(super) fn softmax_row(y: &mut [f32], bias: &[f32], scale: f32) {
+    for (y, &m) in y.iter_mut().zip(bias) {
+        *y = *y * scale + m;
+    }
+    let max = max(y);
+    for y in y.iter_mut() {
+        *y = exp(*y - max);
+    }
+    let sum = sum_by(y.len(), |i| y[i]);
+    let inv = 1.0 / sum;
+    for y in y.iter_mut() {
+        *y *= inv;
+    }
+}
+
+/// d ← scale·y ⊙ (d − Σ d⊙y) in place: one row of the softmax backward, d the gradient of the
+/// probabilities y on entry and of the scores (before scaling) on exit.
+#[inline(always)]
+pub(super) fn softmax_grad_row(d: &mut [f32], y: &[f32], scale: f32) {
+    let dot = sum_by(d.len(), |i| y[i] * d[i]);
+    for (d, &y) in d.iter_mut().zip(y) {
+        *d = scale * y * (*d - dot);
     }
 }
 
@@ -134,10 +150,8 @@ impl Kernel for Bwd<'_> {
             .chunks_exact_mut(keys)
             .zip(self.y.chunks_exact(keys).zip(self.g.chunks_exact(keys)));
         for (dx, (y, g)) in rows {
-            let dot = sum_by(keys, |i| y[i] * g[i]);
-            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                *dx = self.scale * y * (g - dot);
-            }
+            dx.copy_from_slice(g);
+            softmax_grad_row(dx, y, self.scale);
         }
     }
 }
@@ -164,12 +178,4 @@ pub fn masked_softmax(
         rows_per_batch: h * q,
     };
     scores.contiguous()?.apply_op1(op)
-}
-
-/// The softmax backward on its own: scale·y ⊙ (dy − Σ dy⊙y), for y (…, keys) and dy alike.
-pub fn softmax_grad(y: &Tensor, dy: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
-    let op = SoftmaxGrad {
-        scale: scale as f32,
-    };
-    y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &op)
 }
