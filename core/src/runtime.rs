@@ -15,6 +15,15 @@
 //!
 //! `FEDP2EFT_FLUSH_SUBNORMALS=0` in the environment keeps IEEE gradual underflow everywhere
 //! (read once per process): for comparing results and speed with and without the flush.
+//!
+//! The first [`enter`] also fixes two of candle's settings that it reads from the environment,
+//! unless the user set them (docs/performance.md, "Pool settings"):
+//! - `RAYON_NUM_THREADS`: candle asks for the thread count on every matmul, and without the
+//!   variable counts the physical cores by parsing `/proc/cpuinfo` each time (≈ 6 % of a
+//!   `personalize` in micro-batches). It is set to the count candle computes, once: the same
+//!   threads as before, after rayon's global pool is built (so its size does not change).
+//! - `CANDLE_BARRIER_POOL_SPIN_LIMIT`: candle's element-wise workers spin 25,000 times after each
+//!   op before parking, taking a core from the matmul that follows on a machine of few cores.
 use std::sync::{Mutex, Once, OnceLock};
 
 use candle_core::Device;
@@ -23,6 +32,10 @@ use fedp2eft_fpenv::FlushGuard;
 pub use fedp2eft_fpenv::{as_caller, flush_this_thread, supported};
 
 static POOLS: Once = Once::new();
+static SETTINGS: Once = Once::new();
+
+/// Spins of candle's element-wise workers before they park: a few microseconds.
+pub const BARRIER_SPIN_LIMIT: u32 = 200;
 
 /// While alive, the calling thread flushes subnormals; dropping it restores the caller's mode.
 #[must_use = "the caller's mode is restored when this is dropped"]
@@ -32,6 +45,7 @@ pub struct Compute {
 
 /// Starts a computation on the calling thread (see the module docs).
 pub fn enter() -> Compute {
+    settle_pool_settings();
     if !enabled() {
         return Compute { _guard: None };
     }
@@ -42,6 +56,25 @@ pub fn enter() -> Compute {
     Compute {
         _guard: Some(guard),
     }
+}
+
+/// Fixes candle's thread count and spin limit in the environment before its pools exist (see
+/// the module docs); a value the user set is kept.
+fn settle_pool_settings() {
+    SETTINGS.call_once(|| {
+        // Builds rayon's global pool with the size rayon chooses, before the variable exists.
+        let _ = rayon::current_num_threads();
+        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            let threads = candle_core::utils::get_num_threads();
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
+        if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+            std::env::set_var(
+                "CANDLE_BARRIER_POOL_SPIN_LIMIT",
+                BARRIER_SPIN_LIMIT.to_string(),
+            );
+        }
+    });
 }
 
 /// Whether computations flush subnormals: the CPU can, and the environment does not opt out.

@@ -53,9 +53,10 @@ fn adalora_matches_peft_on_minilm() -> anyhow::Result<()> {
     let labels = g["labels_count"].as_u64().expect("labels") as usize;
     let mut base = load_hf(&fedp2eft_core::home::minilm_dir(), labels, 42, &Device::Cpu)?;
     let hidden = base.classifier.in_features();
-    base.classifier.weight = formula(labels, hidden, |o, i| {
-        0.02 * (0.37 * (o * hidden + i) as f64 + 0.5).sin()
-    })?;
+    base.classifier
+        .set_weight(&formula(labels, hidden, |o, i| {
+            0.02 * (0.37 * (o * hidden + i) as f64 + 0.5).sin()
+        })?)?;
     base.classifier.bias = Some(Tensor::zeros(
         labels,
         candle_core::DType::F32,

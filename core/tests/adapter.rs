@@ -24,7 +24,7 @@ fn setup() -> anyhow::Result<Setup> {
     let (d_in, d_out, r) = (7, 6, 3);
     let w = rand_t((d_out, d_in), &mut rng)?;
     let bias = Tensor::from_vec(vec![0.1f64; d_out], d_out, &Device::Cpu)?;
-    let mut layer = AdaptedLinear::new("t".into(), 0, w, Some(bias));
+    let mut layer = AdaptedLinear::new("t".into(), 0, w, Some(bias))?;
     let a = rand_t((r, d_in), &mut rng)?;
     let lambda = Var::from_tensor(&Tensor::new(&[0.7f64, 1.3, 0.2], &Device::Cpu)?)?;
     let ad = BtLora::new(&a, d_out, Lambda::Trainable(lambda), 2.0)?;

@@ -69,12 +69,12 @@ fn fedavg_of_full_fine_tunes_is_the_weighted_mean() -> anyhow::Result<()> {
     let mut moved = 0f32;
     for (k, g) in global.linears().iter().enumerate() {
         let (a, b) = (
-            &locals[0].linears()[k].weight,
-            &locals[1].linears()[k].weight,
+            locals[0].linears()[k].weight(),
+            locals[1].linears()[k].weight(),
         );
         let want = ((a * (12.0 / 32.0))? + (b * (20.0 / 32.0))?)?;
-        worst = worst.max(max_abs_diff(&g.weight, &want)?);
-        moved = moved.max(max_abs_diff(&g.weight, &base.linears()[k].weight)?);
+        worst = worst.max(max_abs_diff(g.weight(), &want)?);
+        moved = moved.max(max_abs_diff(g.weight(), base.linears()[k].weight())?);
     }
     println!("max |global − hand FedAvg| = {worst:e}, max |Δ| from the start = {moved:e}");
     assert!(worst < 1e-6, "{worst}");
@@ -87,7 +87,7 @@ fn fedavg_of_full_fine_tunes_is_the_weighted_mean() -> anyhow::Result<()> {
     let mut again = base.clone();
     load_linears(&mut again, &path)?;
     for (g, r) in global.linears().iter().zip(again.linears()) {
-        assert_eq!(max_abs_diff(&g.weight, &r.weight)?, 0.0, "{}", g.name);
+        assert_eq!(max_abs_diff(g.weight(), r.weight())?, 0.0, "{}", g.name);
     }
     let mut other = load_hf(&dir, 3, 42, &Device::Cpu)?;
     let e = load_linears(&mut other, &path)

@@ -136,6 +136,34 @@ fn kernels_reject_wrong_shapes() {
 }
 
 #[test]
+fn the_weight_layout_changes_no_value_or_gradient() {
+    for (out, inp) in [(24, 40), (32, 32), (40, 24)] {
+        let w = rand(&[out, inp], 30);
+        let laid = kernels::weight_layout(&w).unwrap();
+        assert_eq!(laid.dims(), &[out, inp]);
+        let transposed = laid.stride() == [1, out];
+        assert_eq!(
+            transposed,
+            inp >= out,
+            "{out}x{inp}: stored transposed iff in ≥ out"
+        );
+        assert_eq!(max_diff(&laid, &w), 0.0);
+        let (x, b) = (rand(&[37, inp], 31), rand(&[out], 32));
+        let (a_hat, lb) = (rand(&[5, inp], 33), rand(&[out, 5], 34));
+        for lora in [false, true] {
+            let run = |w: &Tensor| {
+                value_and_grad(&x, |x| match lora {
+                    true => kernels::lora_linear(x, w, Some(&b), &a_hat, &lb).unwrap(),
+                    false => kernels::frozen_linear(x, w, Some(&b)).unwrap(),
+                })
+            };
+            let name = format!("{out}x{inp} lora {lora}: laid out vs contiguous");
+            assert_same(&name, run(&laid), run(&w));
+        }
+    }
+}
+
+#[test]
 fn lora_linear_matches_the_composite_form_in_every_gradient() {
     let x = rand(&[3, 7, 24], 20);
     let w = rand(&[40, 24], 21);

@@ -110,7 +110,7 @@ pub fn fedavg_round(
             .iter()
             .map(|l| -> Result<(Tensor, Option<Tensor>)> {
                 let b = l.bias.as_ref().map(|b| b.affine(w, 0.0)).transpose()?;
-                Ok((l.weight.affine(w, 0.0)?, b))
+                Ok((l.weight().affine(w, 0.0)?, b))
             })
             .collect::<Result<Vec<_>>>()?;
         sum = Some(match sum {
@@ -146,7 +146,7 @@ pub fn fedavg_round(
                 value: f32::NAN,
             });
         }
-        lin.weight = w;
+        lin.set_weight(&w)?;
         lin.bias = b;
     }
     Ok(BaseRound {
@@ -163,7 +163,7 @@ pub fn fedavg_round(
 pub fn save_linears(model: &SeqClassifier, path: &Path) -> Result<()> {
     let mut map: HashMap<String, Tensor> = HashMap::new();
     for l in model.linears() {
-        map.insert(format!("{}.weight", l.name), l.weight.clone());
+        map.insert(format!("{}.weight", l.name), l.weight().clone());
         if let Some(b) = &l.bias {
             map.insert(format!("{}.bias", l.name), b.clone());
         }
@@ -186,7 +186,7 @@ pub fn load_linears(model: &mut SeqClassifier, path: &Path) -> Result<()> {
             Ok(t.clone())
         };
         let w = get(format!("{}.weight", l.name))?;
-        if w.dims() != l.weight.dims() {
+        if w.dims() != l.weight().dims() {
             return Err(Error::format(
                 "checkpoint",
                 path,
@@ -194,7 +194,7 @@ pub fn load_linears(model: &mut SeqClassifier, path: &Path) -> Result<()> {
                     "{}: shape {:?}, the model has {:?}",
                     l.name,
                     w.dims(),
-                    l.weight.dims()
+                    l.weight().dims()
                 ),
             ));
         }
@@ -205,7 +205,7 @@ pub fn load_linears(model: &mut SeqClassifier, path: &Path) -> Result<()> {
         new.push((w, b));
     }
     for (lin, (w, b)) in model.linears_mut().into_iter().zip(new) {
-        lin.weight = w;
+        lin.set_weight(&w)?;
         lin.bias = b;
     }
     Ok(())

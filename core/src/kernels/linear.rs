@@ -256,6 +256,26 @@ impl CustomOp3 for Lora {
     }
 }
 
+/// A frozen weight (out, in) in the memory layout the fused linear multiplies fastest; same
+/// shape and values. gemm packs an operand that is not column-major on the calling thread alone
+/// when it spans few rows of its output, and the weight is that operand in the forward x·Wᵀ
+/// when stored (out, in), in the backward ∂y·W when stored transposed. On micro-batches (a few
+/// hundred rows) that packing halved the speed of every linear with out = 384 (AMD Zen 4,
+/// docs/performance.md, "Weight layout"); packing over the wider side is shared by the
+/// threads. So a weight with in ≥ out is stored transposed (in, out) and used as its (out, in)
+/// view, and the forward, which every inference and feature pass runs, never packs it.
+pub fn weight_layout(w: &Tensor) -> candle_core::Result<Tensor> {
+    let (d_out, d_in) = w.dims2()?;
+    if !super::supported(w) || d_in < d_out {
+        return w.contiguous();
+    }
+    let stored_t = w.stride() == [1, d_out] && w.layout().start_offset() == 0;
+    if stored_t {
+        return Ok(w.clone());
+    }
+    w.t()?.contiguous()?.t()
+}
+
 /// x: (..., in) contiguous f32 on the CPU; w: (out, in); b: (out,). Returns (..., out).
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
     linear(x, w, b, None, false)

@@ -20,7 +20,7 @@ mod tile;
 
 pub use attention::attention;
 pub use gelu::gelu;
-pub use linear::{frozen_linear, linear_of_gelu, lora_linear};
+pub use linear::{frozen_linear, linear_of_gelu, lora_linear, weight_layout};
 pub use norm::{add_layer_norm, layer_norm};
 pub use softmax::masked_softmax;
 

@@ -231,7 +231,7 @@ impl SeqClassifier {
             base += 2 * (l.attn_norm.weight.elem_count() + l.out_norm.weight.elem_count());
         }
         for lin in self.linears() {
-            base += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
+            base += lin.weight().elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
             if let Some(a) = &lin.adapter {
                 adapter += a.a.elem_count() + a.b.elem_count() + a.rank();
             }

@@ -125,7 +125,7 @@ pub fn build_classifier(
         let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
         let bias = w.get(&format!("{name}.bias"), &[out])?;
         index += 1;
-        Ok(AdaptedLinear::new(name, index - 1, weight, Some(bias)))
+        AdaptedLinear::new(name, index - 1, weight, Some(bias))
     };
     let max_pos = config.max_position_embeddings;
     if config.first_position() >= max_pos {
@@ -179,7 +179,7 @@ pub fn build_classifier(
     } else {
         let weight = normal_init((h, h), &mut rng, dev)?;
         let bias = Tensor::zeros(h, DType::F32, dev)?;
-        AdaptedLinear::new("pooler.dense".into(), base, weight, Some(bias))
+        AdaptedLinear::new("pooler.dense".into(), base, weight, Some(bias))?
     };
     // A checkpoint's own head must fit; only a checkpoint without one gets a fresh head.
     let head_fits = match map.get("classifier.weight") {
@@ -198,11 +198,11 @@ pub fn build_classifier(
             Some(b) => b.to_dtype(DType::F32)?,
             None => Tensor::zeros(num_labels, DType::F32, dev)?,
         };
-        AdaptedLinear::new("classifier".into(), base + 1, weight, Some(bias))
+        AdaptedLinear::new("classifier".into(), base + 1, weight, Some(bias))?
     } else {
         let weight = normal_init((num_labels, h), &mut rng, dev)?;
         let bias = Tensor::zeros(num_labels, DType::F32, dev)?;
-        AdaptedLinear::new("classifier".into(), base + 1, weight, Some(bias))
+        AdaptedLinear::new("classifier".into(), base + 1, weight, Some(bias))?
     };
     let mut config = config.clone();
     config.num_labels = Some(num_labels);

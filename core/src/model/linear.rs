@@ -15,23 +15,35 @@ pub struct AdaptedLinear {
     pub name: String,
     /// Position of this layer in module order: the index of its PSG feature and λ chunk.
     pub index: usize,
-    /// (out, in)
-    pub weight: Tensor,
+    /// (out, in), in the layout of [`kernels::weight_layout`]: set through `set_weight`.
+    weight: Tensor,
     pub bias: Option<Tensor>,
     pub adapter: Option<BtLora>,
     trainable: Option<(Var, Option<Var>)>,
 }
 
 impl AdaptedLinear {
-    pub fn new(name: String, index: usize, weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
+    pub fn new(name: String, index: usize, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
             name,
             index,
-            weight,
+            weight: kernels::weight_layout(&weight)?,
             bias,
             adapter: None,
             trainable: None,
-        }
+        })
+    }
+
+    /// The frozen base weight (out, in); possibly a transposed view (see `set_weight`).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Replaces the frozen base weight (out, in), stored in the layout the fused linear
+    /// multiplies fastest (`kernels::weight_layout`).
+    pub fn set_weight(&mut self, weight: &Tensor) -> Result<()> {
+        self.weight = kernels::weight_layout(weight)?;
+        Ok(())
     }
 
     pub fn in_features(&self) -> usize {
@@ -115,9 +127,12 @@ impl AdaptedLinear {
     }
 
     /// Copies trained variables back into the frozen weights and drops the variables.
+    /// Never fails: a weight that cannot be re-laid out (out of memory) is kept as trained,
+    /// which computes the same, only slower.
     pub fn freeze(&mut self) {
         if let Some((w, b)) = self.trainable.take() {
-            self.weight = w.as_tensor().detach();
+            let w = w.as_tensor().detach();
+            self.weight = kernels::weight_layout(&w).unwrap_or(w);
             self.bias = b.map(|b| b.as_tensor().detach());
         }
     }
@@ -126,7 +141,8 @@ impl AdaptedLinear {
     pub fn merge(&mut self) -> Result<()> {
         self.freeze();
         if let Some(ad) = self.adapter.take() {
-            self.weight = (&self.weight + ad.delta_weight()?)?.detach();
+            let merged = (&self.weight + ad.delta_weight()?)?.detach();
+            self.set_weight(&merged)?;
         }
         Ok(())
     }
