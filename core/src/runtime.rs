@@ -17,7 +17,7 @@
 //! (read once per process): for comparing results and speed with and without the flush.
 //!
 //! The first [`enter`] also fixes two of candle's settings that it reads from the environment,
-//! unless the user set them (docs/performance.md, "Pool settings"):
+//! unless the user set them (docs/performance.md, "Pool settings and weight layout"):
 //! - `RAYON_NUM_THREADS`: candle asks for the thread count on every matmul, and without the
 //!   variable counts the physical cores by parsing `/proc/cpuinfo` each time (≈ 6 % of a
 //!   `personalize` in micro-batches). It is set to the count candle computes, once: the same

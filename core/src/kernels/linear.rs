@@ -261,7 +261,7 @@ impl CustomOp3 for Lora {
 /// when it spans few rows of its output, and the weight is that operand in the forward x·Wᵀ
 /// when stored (out, in), in the backward ∂y·W when stored transposed. On micro-batches (a few
 /// hundred rows) that packing halved the speed of every linear with out = 384 (AMD Zen 4,
-/// docs/performance.md, "Weight layout"); packing over the wider side is shared by the
+/// docs/performance.md, "Pool settings and weight layout"); packing over the wider side is shared by the
 /// threads. So a weight with in ≥ out is stored transposed (in, out) and used as its (out, in)
 /// view, and the forward, which every inference and feature pass runs, never packs it.
 pub fn weight_layout(w: &Tensor) -> candle_core::Result<Tensor> {
