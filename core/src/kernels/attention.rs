@@ -13,9 +13,9 @@ use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Storage, Tensor}
 use rayon::prelude::*;
 
 use super::simd::{vectorized, Kernel};
-use super::slice;
 use super::softmax::{softmax_grad_row, softmax_row};
 use super::tile::{matmul, transpose, Out, View};
+use super::{slice, zeroed};
 
 /// The sizes of one call.
 #[derive(Clone, Copy)]
@@ -229,7 +229,7 @@ impl CustomOp3 for Attention {
         }
         let d = self.dims(b, tq, t, h)?;
         let (q, k, v) = (slice(sq, lq)?, slice(sk, lk)?, slice(sv, lv)?);
-        let mut ctx = vec![0f32; b * tq * h];
+        let mut ctx = zeroed(b * tq * h);
         let task =
             |bi: usize, ctx: &mut [f32], probs: &mut [f32], stride: usize, kt: &mut [f32]| {
                 vectorized(Forward {
@@ -247,7 +247,7 @@ impl CustomOp3 for Attention {
         let kt = || vec![0f32; d.hd * t];
         match &self.probs {
             Some(keep) => {
-                let mut probs = vec![0f32; b * d.heads * tq * t];
+                let mut probs = zeroed(b * d.heads * tq * t);
                 ctx.par_chunks_mut(tq * h)
                     .zip(probs.par_chunks_mut(d.heads * tq * t))
                     .enumerate()
@@ -296,11 +296,7 @@ impl CustomOp3 for Attention {
             cpu(&ks.0, ks.1)?,
             cpu(&vs.0, vs.1)?,
         );
-        let (mut dq, mut dk, mut dv) = (
-            vec![0f32; b * tq * h],
-            vec![0f32; b * t * h],
-            vec![0f32; b * t * h],
-        );
+        let (mut dq, mut dk, mut dv) = (zeroed(b * tq * h), zeroed(b * t * h), zeroed(b * t * h));
         let (nq, nk, np) = (tq * h, t * h, d.heads * tq * t);
         dq.par_chunks_mut(nq)
             .zip(dk.par_chunks_mut(nk).zip(dv.par_chunks_mut(nk)))

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::math::{erf, exp};
 use super::simd::{vectorized, Kernel};
-use super::slice;
+use super::{slice, zeroed};
 
 const CHUNK: usize = 1 << 14;
 
@@ -42,7 +42,7 @@ impl CustomOp2 for GeluGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeroed(x.len());
         dx.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
             .for_each(|(dx, (x, g))| vectorized(Bwd { x, g, dx }));
@@ -84,7 +84,7 @@ impl Kernel for Bwd<'_> {
 
 /// GELU of every value.
 pub(super) fn gelu_values(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
+    let mut y = zeroed(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| vectorized(Fwd { x, y }));

@@ -3,14 +3,15 @@
 //! autograd on an r × in tensor). One node in the graph instead of eight: the backward pass
 //! returns the gradients of x, Â and B and never the full-size gradient of W that candle's
 //! matmul would compute, and the forward keeps one (n, out) buffer instead of three.
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use rayon::prelude::*;
 
 use super::gelu::{gelu_backward, gelu_detached, gelu_values};
-use super::rows_per_task;
+use fedp2eft_matmul::{matmul, Mat};
+
 use super::simd::{vectorized, Kernel};
+use super::{rows_per_task, zeroed};
 
 struct Frozen {
     /// (out, in)
@@ -71,78 +72,73 @@ fn dims(l: &Layout, d_in: usize, d_out: usize) -> candle_core::Result<(usize, Sh
     Ok((l.shape().elem_count() / d_in, Shape::from(out)))
 }
 
-/// x (n, in) · Wᵀ with x given as any contiguous layout holding n·in values.
-fn matmul_t(s: &CpuStorage, l: &Layout, n: usize, w: &Tensor) -> candle_core::Result<CpuStorage> {
-    let (d_out, d_in) = w.dims2()?;
-    let x2 = Layout::contiguous_with_offset((n, d_in), l.start_offset());
-    let (ws, wl) = w.storage_and_layout();
-    let Storage::Cpu(wc) = &*ws else {
-        candle_core::bail!("linear: weight is not on the CPU")
+/// A 2-D view of a tensor's values in whatever strides it has (a transposed weight included).
+fn mat<'a>((s, l): &'a (candle_core::StorageRef<'_>, &Layout)) -> candle_core::Result<Mat<'a>> {
+    let Storage::Cpu(c) = &**s else {
+        candle_core::bail!("linear: tensor is not on the CPU")
     };
-    s.matmul(wc, (1, n, d_out, d_in), &x2, &wl.transpose(0, 1)?)
+    let (rows, cols) = l.shape().dims2()?;
+    let st = l.stride();
+    Ok(Mat {
+        data: &c.as_slice::<f32>()?[l.start_offset()..],
+        rows,
+        cols,
+        row_stride: st[0],
+        col_stride: st[1],
+    })
 }
 
-fn f32s(s: &mut CpuStorage) -> candle_core::Result<&mut Vec<f32>> {
-    match s {
-        CpuStorage::F32(v) => Ok(v),
-        _ => candle_core::bail!("linear: f32 only"),
+/// The (n, d) row-major matrix that a contiguous layout of n·d values holds.
+fn rows_of<'a>(s: &'a CpuStorage, l: &Layout, n: usize, d: usize) -> candle_core::Result<Mat<'a>> {
+    let v = s.as_slice::<f32>()?;
+    let start = l.start_offset();
+    match v.get(start..start + n * d) {
+        Some(v) => Ok(Mat::row_major(v, n, d)),
+        None => candle_core::bail!("linear: input shorter than its layout"),
     }
 }
 
-/// y += u (when given) + b, row by row.
-struct AddRows<'a> {
-    y: &'a mut [f32],
-    u: Option<&'a [f32]>,
-    b: Option<&'a [f32]>,
-    d_out: usize,
+/// dst = a·b, or dst += a·b, on candle's thread count: written straight into dst by gemm, so
+/// a sum of products needs no buffer of its own and no element-wise pass.
+fn product(dst: &mut [f32], accumulate: bool, a: Mat, b: Mat) -> candle_core::Result<()> {
+    matmul(dst, accumulate, a, b, candle_core::utils::get_num_threads())
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
-impl Kernel for AddRows<'_> {
+/// a·b in a new row-major buffer (zero-filled by the pool, never read by gemm).
+fn new_product(a: Mat, b: Mat) -> candle_core::Result<Vec<f32>> {
+    let mut dst = zeroed(a.rows * b.cols);
+    product(&mut dst, false, a, b)?;
+    Ok(dst)
+}
+
+fn tensor(v: Vec<f32>, shape: impl Into<Shape>) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
+}
+
+/// y += b, row by row.
+struct AddBias<'a> {
+    y: &'a mut [f32],
+    b: &'a [f32],
+}
+
+impl Kernel for AddBias<'_> {
     #[inline(always)]
     fn run(self) {
-        let d_out = self.d_out;
-        match (self.u, self.b) {
-            (Some(u), Some(b)) => {
-                for (y, u) in self.y.chunks_exact_mut(d_out).zip(u.chunks_exact(d_out)) {
-                    for ((y, u), b) in y.iter_mut().zip(u).zip(b) {
-                        *y += u + b;
-                    }
-                }
-            }
-            (Some(u), None) => self.y.iter_mut().zip(u).for_each(|(y, u)| *y += u),
-            (None, Some(b)) => {
-                for y in self.y.chunks_exact_mut(d_out) {
-                    y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-                }
-            }
-            (None, None) => {}
+        for y in self.y.chunks_exact_mut(self.b.len()) {
+            y.iter_mut().zip(self.b).for_each(|(y, b)| *y += b);
         }
     }
 }
 
-fn add_rows(y: &mut [f32], u: Option<&[f32]>, b: Option<&[f32]>, d_out: usize) {
-    let rows = rows_per_task(y.len() / d_out, d_out) * d_out;
-    match u {
-        Some(u) => y
-            .par_chunks_mut(rows)
-            .zip(u.par_chunks(rows))
-            .for_each(|(y, u)| {
-                vectorized(AddRows {
-                    y,
-                    u: Some(u),
-                    b,
-                    d_out,
-                })
-            }),
-        None => y.par_chunks_mut(rows).for_each(|y| {
-            vectorized(AddRows {
-                y,
-                u: None,
-                b,
-                d_out,
-            })
-        }),
-    }
+/// Adds the bias (when there is one) to every row of y, on the pool.
+fn add_bias(y: &mut [f32], b: Option<&[f32]>) {
+    let Some(b) = b.filter(|b| !b.is_empty()) else {
+        return;
+    };
+    let rows = rows_per_task(y.len() / b.len(), b.len()) * b.len();
+    y.par_chunks_mut(rows)
+        .for_each(|y| vectorized(AddBias { y, b }));
 }
 
 fn bias_vec(b: &Option<Tensor>) -> candle_core::Result<Option<Vec<f32>>> {
@@ -161,10 +157,11 @@ impl CustomOp1 for Frozen {
         let (n, shape) = dims(l, d_in, d_out)?;
         let mut buf = None;
         let (s, l) = input(s, l, self.gelu, &mut buf)?;
-        let mut y = matmul_t(s, l, n, &self.w)?;
+        let wg = self.w.storage_and_layout();
+        let mut y = new_product(rows_of(s, l, n, d_in)?, mat(&wg)?.t())?;
         let b = bias_vec(&self.b)?;
-        add_rows(f32s(&mut y)?, None, b.as_deref(), d_out);
-        Ok((y, shape))
+        add_bias(&mut y, b.as_deref());
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -173,8 +170,10 @@ impl CustomOp1 for Frozen {
         }
         let d_out = self.w.dim(0)?;
         let n = g.elem_count() / d_out;
-        let dx = g.detach().reshape((n, d_out))?.matmul(&self.w)?;
-        Ok(Some(input_grad(x, dx.reshape(x.shape())?, self.gelu)?))
+        let g = g.detach().reshape((n, d_out))?;
+        let (gg, wg) = (g.storage_and_layout(), self.w.storage_and_layout());
+        let dx = tensor(new_product(mat(&gg)?, mat(&wg)?)?, x.shape())?;
+        Ok(Some(input_grad(x, dx, self.gelu)?))
     }
 }
 
@@ -212,19 +211,19 @@ impl CustomOp3 for Lora {
         }
         let mut buf = None;
         let (sx, lx) = input(sx, lx, self.gelu, &mut buf)?;
-        let mut y = matmul_t(sx, lx, n, &self.w)?;
-        let x2 = Layout::contiguous_with_offset((n, d_in), lx.start_offset());
-        let h = sx.matmul(sa, (1, n, r, d_in), &x2, &la.transpose(0, 1)?)?; // (n, r)
-        let u = h.matmul(
-            sb,
-            (1, n, d_out, r),
-            &Layout::contiguous((n, r)),
-            &lb.transpose(0, 1)?,
+        let x = rows_of(sx, lx, n, d_in)?;
+        let wg = self.w.storage_and_layout();
+        let mut y = new_product(x, mat(&wg)?.t())?;
+        let h = new_product(x, rows_of(sa, la, r, d_in)?.t())?; // (n, r)
+        product(
+            &mut y,
+            true,
+            Mat::row_major(&h, n, r),
+            rows_of(sb, lb, d_out, r)?.t(),
         )?;
         let b = bias_vec(&self.b)?;
-        let u = u.as_slice::<f32>()?;
-        add_rows(f32s(&mut y)?, Some(u), b.as_deref(), d_out);
-        Ok((y, shape))
+        add_bias(&mut y, b.as_deref());
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(
@@ -237,21 +236,34 @@ impl CustomOp3 for Lora {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (d_out, d_in) = self.w.dims2()?;
         let n = g.elem_count() / d_out;
-        let (a, b) = (a.detach(), b.detach());
+        let r = a.dim(0)?;
+        let (a, b) = (a.contiguous()?, b.contiguous()?);
         let g = g.detach().reshape((n, d_out))?;
-        let x2 = input_tensor(x, self.gelu)?.reshape((n, d_in))?;
-        let gb = g.matmul(&b)?; // (n, r)
-                                // The first layer's input (frozen embeddings) needs no gradient.
+        let x2 = input_tensor(x, self.gelu)?
+            .reshape((n, d_in))?
+            .contiguous()?;
+        let (ag, bg, gg, xg, wg) = (
+            a.storage_and_layout(),
+            b.storage_and_layout(),
+            g.storage_and_layout(),
+            x2.storage_and_layout(),
+            self.w.storage_and_layout(),
+        );
+        let (am, bm, gm, xm) = (mat(&ag)?, mat(&bg)?, mat(&gg)?, mat(&xg)?);
+        let gb = new_product(gm, bm)?; // (n, r)
+        let gbm = Mat::row_major(&gb, n, r);
+        // The first layer's input (frozen embeddings) needs no gradient.
         let dx = match x.track_op() {
             true => {
-                let d = (g.matmul(&self.w)? + gb.matmul(&a)?)?.reshape(x.shape())?;
-                Some(input_grad(x, d, self.gelu)?)
+                let mut d = new_product(gm, mat(&wg)?)?;
+                product(&mut d, true, gbm, am)?;
+                Some(input_grad(x, tensor(d, x.shape())?, self.gelu)?)
             }
             false => None,
         };
-        let da = gb.t()?.matmul(&x2)?; // (r, in)
-        let h = x2.matmul(&a.t()?)?; // (n, r)
-        let db = g.t()?.matmul(&h)?; // (out, r)
+        let da = tensor(new_product(gbm.t(), xm)?, (r, d_in))?;
+        let h = new_product(xm, am.t())?; // (n, r)
+        let db = tensor(new_product(gm.t(), Mat::row_major(&h, n, r))?, (d_out, r))?;
         Ok((dx, Some(da), Some(db)))
     }
 }

@@ -25,6 +25,7 @@ pub use norm::{add_layer_norm, layer_norm};
 pub use softmax::masked_softmax;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Tensor};
+use rayon::iter::ParallelExtend;
 
 /// Whether the fused kernels serve this tensor (CPU, f32); other devices use composite ops.
 pub fn supported(x: &Tensor) -> bool {
@@ -38,6 +39,20 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("fused kernel needs a contiguous input"),
     }
+}
+
+/// A zero-filled f32 buffer of `len` values, written by the compute pool. `vec![0.0; len]`
+/// reuses freed memory through one memset on the calling thread while the pool waits: on an
+/// e5 LoRA step (Intel Xeon Sapphire Rapids, 2 threads) those memsets were a tenth of the
+/// step's time, serial.
+fn zeroed(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    if len < 1 << 16 {
+        v.resize(len, 0.0);
+    } else {
+        v.par_extend(rayon::iter::repeat_n(0f32, len));
+    }
+    v
 }
 
 /// Rows per parallel task: enough work per task to amortise the scheduling.

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::math::sum_by;
 use super::simd::{vectorized, Kernel};
-use super::{rows_per_task, slice};
+use super::{rows_per_task, slice, zeroed};
 
 struct LayerNorm {
     gamma: Vec<f32>,
@@ -45,7 +45,7 @@ impl LayerNorm {
     /// The normalised rows of x.
     fn rows(&self, x: &[f32]) -> Vec<f32> {
         let h = self.gamma.len();
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         let rows = rows_per_task(x.len() / h, h) * h;
         y.par_chunks_mut(rows)
             .zip(x.par_chunks(rows))
@@ -97,7 +97,7 @@ impl CustomOp2 for AddLayerNorm {
         if la.shape() != lx.shape() {
             candle_core::bail!("add-layer-norm: {:?} + {:?}", la.shape(), lx.shape());
         }
-        let mut z = vec![0f32; a.len()];
+        let mut z = zeroed(a.len());
         vectorized(Add { a, x, z: &mut z });
         Ok((CpuStorage::F32(self.0.rows(&z)), la.shape().clone()))
     }
@@ -130,7 +130,7 @@ impl CustomOp2 for LayerNormGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
         let h = self.gamma.len();
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeroed(x.len());
         let rows = rows_per_task(x.len() / h, h) * h;
         dx.par_chunks_mut(rows)
             .zip(x.par_chunks(rows).zip(g.par_chunks(rows)))

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::math::{exp, max, sum_by};
 use super::simd::{vectorized, Kernel};
-use super::{rows_per_task, slice};
+use super::{rows_per_task, slice, zeroed};
 
 struct MaskedSoftmax {
     scale: f32,
@@ -27,7 +27,7 @@ impl CustomOp1 for MaskedSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
         let keys = l.shape().dims()[l.shape().rank() - 1];
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         let rows = rows_per_task(x.len() / keys, keys);
         y.par_chunks_mut(rows * keys)
             .zip(x.par_chunks(rows * keys))
@@ -64,7 +64,7 @@ impl CustomOp2 for SoftmaxGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (y, g) = (slice(s1, l1)?, slice(s2, l2)?);
         let keys = l1.shape().dims()[l1.shape().rank() - 1];
-        let mut dx = vec![0f32; y.len()];
+        let mut dx = zeroed(y.len());
         let rows = rows_per_task(y.len() / keys, keys) * keys;
         dx.par_chunks_mut(rows)
             .zip(y.par_chunks(rows).zip(g.par_chunks(rows)))
