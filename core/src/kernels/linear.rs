@@ -90,12 +90,7 @@ fn mat<'a>((s, l): &'a (candle_core::StorageRef<'_>, &Layout)) -> candle_core::R
 
 /// The (n, d) row-major matrix that a contiguous layout of n·d values holds.
 fn rows_of<'a>(s: &'a CpuStorage, l: &Layout, n: usize, d: usize) -> candle_core::Result<Mat<'a>> {
-    let v = s.as_slice::<f32>()?;
-    let start = l.start_offset();
-    match v.get(start..start + n * d) {
-        Some(v) => Ok(Mat::row_major(v, n, d)),
-        None => candle_core::bail!("linear: input shorter than its layout"),
-    }
+    Ok(Mat::row_major(super::slice(s, l)?, n, d))
 }
 
 /// dst = a·b, or dst += a·b, on candle's thread count: written straight into dst by gemm, so
@@ -237,11 +232,8 @@ impl CustomOp3 for Lora {
         let (d_out, d_in) = self.w.dims2()?;
         let n = g.elem_count() / d_out;
         let r = a.dim(0)?;
-        let (a, b) = (a.contiguous()?, b.contiguous()?);
         let g = g.detach().reshape((n, d_out))?;
-        let x2 = input_tensor(x, self.gelu)?
-            .reshape((n, d_in))?
-            .contiguous()?;
+        let x2 = input_tensor(x, self.gelu)?.reshape((n, d_in))?;
         let (ag, bg, gg, xg, wg) = (
             a.storage_and_layout(),
             b.storage_and_layout(),
